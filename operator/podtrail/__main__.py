@@ -1,0 +1,36 @@
+"""`python -m podtrail` / `podtrail`: run the operator against a kubeconfig or in-cluster."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+import kopf
+
+from podtrail.shell.handlers import build_registry
+from podtrail.shell.logs import configure_logging
+from podtrail.shell.metrics import Metrics
+from podtrail.shell.settings import parse_settings
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Parse the options, set up logging, and run Kopf until SIGTERM/SIGINT."""
+    settings = parse_settings(sys.argv[1:] if argv is None else argv)
+    if settings.kubeconfig:
+        os.environ["KUBECONFIG"] = settings.kubeconfig  # Kopf's own login reads it
+    configure_logging(settings.log_format, settings.log_level)
+    registry = build_registry(settings, Metrics())
+    kopf.run(
+        registry=registry,
+        standalone=True,
+        clusterwide=not settings.namespaces,
+        namespaces=settings.namespaces,
+        liveness_endpoint=(
+            f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
+        ),
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,221 @@
+"""Kopf handlers and the operator's composition root.
+
+Pods are read with `on.event` only: no handler here writes to a pod (no annotations, no
+finalizers). Events and EndpointSlices come through the operator's own watches, started at
+start-up; records are written by the RecordWriter alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+from prometheus_client import start_http_server
+
+from podtrail import core
+from podtrail.shell import kube as kube_module
+from podtrail.shell.kube import Kube
+from podtrail.shell.logs import get_logger
+from podtrail.shell.metrics import Metrics
+from podtrail.shell.persist import RecordWriter
+from podtrail.shell.scope import Scope
+from podtrail.shell.settings import PodtrailSettings
+from podtrail.shell.streams import HeldEvents, follow_endpoint_slices, follow_pod_events
+from podtrail.shell.sweep import pod_gone_at, sweep_forever
+
+log = get_logger(__name__)
+
+
+@dataclasses.dataclass
+class Runtime:
+    """What the handlers share, built once at start-up."""
+
+    settings: PodtrailSettings
+    kube: Kube
+    scope: Scope
+    writer: RecordWriter
+    held: HeldEvents
+    metrics: Metrics
+    tasks: list[asyncio.Task[None]] = dataclasses.field(default_factory=list)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _limits(settings: PodtrailSettings) -> core.Limits:
+    return core.Limits(
+        max_timeline_entries=settings.timeline_entries,
+        max_message_length=settings.message_length,
+        max_previous_instances=settings.previous_instances,
+    )
+
+
+def _watched_namespaces(settings: PodtrailSettings) -> list[str | None]:
+    return list(settings.namespaces) or [None]
+
+
+def build_registry(settings: PodtrailSettings, metrics: Metrics) -> kopf.OperatorRegistry:
+    """Register every handler on a fresh registry."""
+    registry = kopf.OperatorRegistry()
+    options = settings  # the start-up handler's own `settings` argument is Kopf's
+
+    @kopf.on.startup(registry=registry)
+    async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+        _tune_kopf(settings)
+        memo.runtime = await _start_runtime(options, metrics)
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop(memo: kopf.Memo, **_: Any) -> None:
+        runtime: Runtime | None = getattr(memo, "runtime", None)
+        if runtime is not None:
+            await _stop_runtime(runtime)
+
+    @kopf.on.event("", "v1", "namespaces", registry=registry)
+    async def namespace_changed(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+        runtime: Runtime = memo.runtime
+        runtime.scope.learn_namespace(event["object"], deleted=event.get("type") == "DELETED")
+
+    @kopf.on.event("", "v1", "pods", registry=registry)
+    async def pod_changed(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+        observe_pod(memo.runtime, event["object"], deleted=event.get("type") == "DELETED")
+
+    @kopf.on.event(kube_module.GROUP, kube_module.VERSION, kube_module.PLURAL, registry=registry)
+    async def record_changed(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+        await observe_record(memo.runtime, event["object"], deleted=event.get("type") == "DELETED")
+
+    @kopf.on.probe(id="pending", registry=registry)
+    def pending(memo: kopf.Memo, **_: Any) -> int:
+        runtime: Runtime = memo.runtime
+        for task in runtime.tasks:
+            if task.done():
+                raise kopf.PermanentError(f"{task.get_name()} stopped")
+        return runtime.writer.pending_count()
+
+    return registry
+
+
+def observe_pod(runtime: Runtime, raw: dict[str, Any], *, deleted: bool) -> None:
+    """A pod as the watch shows it: into its record, if the pod is tracked."""
+    meta = raw.get("metadata") or {}
+    namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
+    if not runtime.scope.tracks(raw, has_record=runtime.writer.get(namespace, name) is not None):
+        return
+    runtime.metrics.observations.labels(stream="pods").inc()
+    labels = meta.get("labels") if isinstance(meta.get("labels"), dict) else {}
+    runtime.writer.submit(core.observe_pod(raw), labels=labels)
+    for held in runtime.held.release(namespace, name):
+        runtime.writer.submit(held)
+    if deleted:
+        uid = meta.get("uid")
+        runtime.writer.submit(
+            core.PodGone(namespace, name, uid if isinstance(uid, str) else None, _now(), True)
+        )
+
+
+async def observe_record(runtime: Runtime, raw: dict[str, Any], *, deleted: bool) -> None:
+    """A record changed: learn of records users create, of spec changes, of deletions."""
+    meta = raw.get("metadata") or {}
+    namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
+    if deleted:
+        runtime.writer.forget(namespace, name, meta.get("uid"))
+        return
+    state = runtime.writer.get(namespace, name)
+    fresh = state is None or state.uid != meta.get("uid")
+    runtime.writer.adopt(raw)
+    if fresh and not (raw.get("status") or {}).get("podUID"):
+        # A record created ahead of (or for) a pod by a user: fill it from the pod if it exists.
+        pod = await runtime.kube.get_pod(namespace, name)
+        if pod is not None:
+            observe_pod(runtime, pod, deleted=False)
+
+
+def _tune_kopf(settings: kopf.OperatorSettings) -> None:
+    settings.posting.enabled = False  # posting Events while watching Events feeds on itself
+    settings.scanning.disabled = True
+    settings.persistence.finalizer = "podtrail.io/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="podtrail.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="podtrail.io", key="last-handled-configuration"
+    )
+    settings.watching.server_timeout = 290
+    settings.watching.client_timeout = 320
+    settings.watching.connect_timeout = 10
+    settings.watching.chunk_size = 500
+    settings.process.ultimate_exiting_timeout = 30
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+
+
+async def _start_runtime(settings: PodtrailSettings, metrics: Metrics) -> Runtime:
+    kube = await Kube.connect(settings.kubeconfig)
+    scope = Scope(namespaces=settings.namespaces, opt_in=settings.opt_in)
+    for namespace in await kube.list_namespaces():
+        scope.learn_namespace(namespace)
+    writer = RecordWriter(
+        kube,
+        limits=_limits(settings),
+        window_seconds=settings.coalesce_seconds,
+        concurrency=settings.write_concurrency,
+        metrics=metrics,
+    )
+    runtime = Runtime(settings, kube, scope, writer, HeldEvents(), metrics)
+    await _catch_up(runtime)
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, registry=metrics.registry)
+    runtime.tasks.append(asyncio.create_task(writer.run(), name="record-writer"))
+    for namespace in _watched_namespaces(settings):
+        runtime.tasks.append(
+            asyncio.create_task(
+                follow_pod_events(kube, namespace, writer, runtime.held, metrics),
+                name=f"pod-events-{namespace or 'all'}",
+            )
+        )
+        runtime.tasks.append(
+            asyncio.create_task(
+                follow_endpoint_slices(kube, namespace, writer, metrics),
+                name=f"endpoint-slices-{namespace or 'all'}",
+            )
+        )
+    runtime.tasks.append(
+        asyncio.create_task(sweep_forever(kube, writer, settings, metrics), name="sweep")
+    )
+    log.info(
+        "podtrail started",
+        namespaces=list(settings.namespaces) or "all",
+        opt_in=settings.opt_in,
+        records=sum(1 for _ in writer.records()),
+    )
+    return runtime
+
+
+async def _catch_up(runtime: Runtime) -> None:
+    """Load every record; close those whose pod vanished while the operator was away."""
+    live: set[str] = set()
+    for namespace in _watched_namespaces(runtime.settings):
+        for record in await runtime.kube.list_records(namespace):
+            runtime.writer.adopt(record)
+        live.update(uid for _, _, uid in await runtime.kube.list_pod_identities(namespace))
+    now = _now()
+    for state in runtime.writer.records():
+        uid = state.stored_status.get("podUID")
+        if isinstance(uid, str) and uid not in live and pod_gone_at(state.stored_status) is None:
+            runtime.writer.submit(core.PodGone(state.namespace, state.name, uid, now, False))
+
+
+async def _stop_runtime(runtime: Runtime) -> None:
+    writer_task = runtime.tasks[0] if runtime.tasks else None
+    for task in runtime.tasks[1:]:
+        task.cancel()
+    await asyncio.gather(*runtime.tasks[1:], return_exceptions=True)
+    await runtime.writer.flush_all()
+    if writer_task is not None:
+        writer_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer_task
+    await runtime.kube.close()
+    log.info("podtrail stopped; pending facts written")

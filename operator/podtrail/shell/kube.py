@@ -1,0 +1,352 @@
+"""The only module that talks to the Kubernetes API (through kubernetes_asyncio, as plain dicts)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+GROUP = "podtrail.io"
+VERSION = "v1alpha1"
+PLURAL = "podlifecyclerecords"
+KIND = "PodLifecycleRecord"
+
+_PAGE = 500
+_WATCH_SECONDS = 290
+_MERGE_PATCH = "application/merge-patch+json"
+
+Raw = dict[str, Any]
+
+
+class KubeError(Exception):
+    """An API call failed in a way its caller handles."""
+
+
+class Conflict(KubeError):
+    """The object changed since it was read (HTTP 409)."""
+
+
+class NotFound(KubeError):
+    """The object does not exist (HTTP 404)."""
+
+
+class AlreadyExists(KubeError):
+    """The object exists already (HTTP 409 on create)."""
+
+
+def _translate(error: ApiException) -> Exception:
+    if error.status == 404:
+        return NotFound(error.reason)
+    if error.status == 409:
+        body = error.body if isinstance(error.body, str) else ""
+        return AlreadyExists(error.reason) if "AlreadyExists" in body else Conflict(error.reason)
+    return error
+
+
+@dataclass(frozen=True, slots=True)
+class StreamItem:
+    """One step of a list-then-watch stream.
+
+    `kind` is "SYNC" (a full listing in `items`, after start or a 410 Gone) or a watch event type
+    (ADDED, MODIFIED, DELETED) with its object in `obj`.
+    """
+
+    kind: str
+    obj: Raw | None = None
+    items: tuple[Raw, ...] = ()
+
+
+class Kube:
+    """A thin async facade over the API calls the operator makes; every result is a plain dict."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self._api = api
+        self._core = client.CoreV1Api(api)
+        self._discovery = client.DiscoveryV1Api(api)
+        self._custom = client.CustomObjectsApi(api)
+
+    @classmethod
+    async def connect(cls, kubeconfig: str | None = None) -> Kube:
+        """Use in-cluster credentials when there are some, else the kubeconfig."""
+        configuration = client.Configuration()
+        if kubeconfig is None:
+            try:
+                config.load_incluster_config(client_configuration=configuration)
+            except config.ConfigException:
+                await config.load_kube_config(client_configuration=configuration)
+        else:
+            await config.load_kube_config(
+                config_file=kubeconfig, client_configuration=configuration
+            )
+        return cls(client.ApiClient(configuration))
+
+    async def close(self) -> None:
+        """Release the HTTP session."""
+        await self._api.close()
+
+    # --- records -------------------------------------------------------------------------------
+
+    async def list_records(self, namespace: str | None = None) -> list[Raw]:
+        """Every record, all namespaces or one, read page by page."""
+        if namespace is None:
+            call = _partial(self._custom.list_cluster_custom_object, GROUP, VERSION, PLURAL)
+        else:
+            call = _partial(
+                self._custom.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL
+            )
+        items, _ = await _list_pages(call)
+        return items
+
+    async def get_record(self, namespace: str, name: str) -> Raw | None:
+        """One record, or None when it does not exist."""
+        try:
+            return await _json(
+                self._custom.get_namespaced_custom_object(
+                    GROUP, VERSION, namespace, PLURAL, name, _preload_content=False
+                )
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise _translate(error) from error
+
+    async def create_record(
+        self, namespace: str, name: str, labels: Mapping[str, str]
+    ) -> Raw:
+        """A new record for a pod, without status (the status subresource ignores it here)."""
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": KIND,
+            "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
+            "spec": {"podName": name},
+        }
+        try:
+            return await _json(
+                self._custom.create_namespaced_custom_object(
+                    GROUP, VERSION, namespace, PLURAL, body, _preload_content=False
+                )
+            )
+        except ApiException as error:
+            raise _translate(error) from error
+
+    async def replace_record_status(
+        self, namespace: str, name: str, resource_version: str, status: Mapping[str, Any]
+    ) -> Raw:
+        """Write a record's whole status if nobody changed the record since `resource_version`."""
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": KIND,
+            "metadata": {"name": name, "namespace": namespace, "resourceVersion": resource_version},
+            "status": dict(status),
+        }
+        try:
+            return await _json(
+                self._custom.replace_namespaced_custom_object_status(
+                    GROUP, VERSION, namespace, PLURAL, name, body, _preload_content=False
+                )
+            )
+        except ApiException as error:
+            raise _translate(error) from error
+
+    async def patch_record_labels(
+        self, namespace: str, name: str, labels: Mapping[str, str | None]
+    ) -> Raw:
+        """Set (or, with None, remove) labels of a record."""
+        try:
+            return await _json(
+                self._custom.patch_namespaced_custom_object(
+                    GROUP, VERSION, namespace, PLURAL, name,
+                    {"metadata": {"labels": dict(labels)}},
+                    _content_type=_MERGE_PATCH,
+                    _preload_content=False,
+                )
+            )
+        except ApiException as error:
+            raise _translate(error) from error
+
+    async def delete_record(self, namespace: str, name: str, uid: str) -> None:
+        """Delete a record, only that very object (a record recreated meanwhile is kept)."""
+        try:
+            await self._custom.delete_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name,
+                body=client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid)),
+                _preload_content=False,
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return
+            raise _translate(error) from error
+
+    # --- pods and namespaces -------------------------------------------------------------------
+
+    async def get_pod(self, namespace: str, name: str) -> Raw | None:
+        """One pod as the API shows it, or None."""
+        try:
+            return await _json(
+                self._core.read_namespaced_pod(name, namespace, _preload_content=False)
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise _translate(error) from error
+
+    async def list_pod_identities(self, namespace: str | None = None) -> set[tuple[str, str, str]]:
+        """(namespace, name, uid) of every pod that exists now, read as metadata only."""
+        if namespace is None:
+            call = _partial(self._core.list_pod_for_all_namespaces)
+        else:
+            call = _partial(self._core.list_namespaced_pod, namespace)
+        items, _ = await _list_pages(call, metadata_only=True)
+        identities = set()
+        for item in items:
+            meta = item.get("metadata") or {}
+            identities.add((meta.get("namespace", ""), meta.get("name", ""), meta.get("uid", "")))
+        return identities
+
+    async def list_namespaces(self) -> list[Raw]:
+        """Every namespace, as metadata only."""
+        items, _ = await _list_pages(_partial(self._core.list_namespace), metadata_only=True)
+        return items
+
+    # --- streams -------------------------------------------------------------------------------
+
+    def pod_events(
+        self, namespace: str | None, on_restart: Callable[[str], None]
+    ) -> AsyncIterator[StreamItem]:
+        """Events about pods, filtered by the API server (not in this process)."""
+        selector = "involvedObject.kind=Pod"
+        if namespace is None:
+            call = _partial(self._core.list_event_for_all_namespaces, field_selector=selector)
+        else:
+            call = _partial(self._core.list_namespaced_event, namespace, field_selector=selector)
+        return _list_then_watch(call, on_restart)
+
+    def endpoint_slices(
+        self, namespace: str | None, on_restart: Callable[[str], None]
+    ) -> AsyncIterator[StreamItem]:
+        """EndpointSlices, to see a terminating pod leave its Services."""
+        if namespace is None:
+            call = _partial(self._discovery.list_endpoint_slice_for_all_namespaces)
+        else:
+            call = _partial(self._discovery.list_namespaced_endpoint_slice, namespace)
+        return _list_then_watch(call, on_restart)
+
+
+Call = Callable[..., Awaitable[Any]]
+
+
+def _partial(function: Call, *args: Any, **kwargs: Any) -> Call:
+    def call(**more: Any) -> Awaitable[Any]:
+        return function(*args, **kwargs, **more)
+
+    return call
+
+
+async def _json(pending: Awaitable[Any]) -> Raw:
+    response: aiohttp.ClientResponse = await pending
+    try:
+        payload = await response.read()
+    finally:
+        response.release()
+    data = json.loads(payload)
+    if not isinstance(data, dict):
+        raise KubeError("the API answered with something other than an object")
+    return data
+
+
+async def _list_pages(call: Call, *, metadata_only: bool = False) -> tuple[list[Raw], str]:
+    """A full listing in pages, so no single response holds every object at once."""
+    items: list[Raw] = []
+    token: str | None = None
+    headers = (
+        {"Accept": "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io"}
+        if metadata_only
+        else None
+    )
+    while True:
+        kwargs: dict[str, Any] = {"limit": _PAGE, "_preload_content": False}
+        if token:
+            kwargs["_continue"] = token
+        if headers:
+            kwargs["_headers"] = headers
+        page = await _json(call(**kwargs))
+        items.extend(page.get("items") or [])
+        meta = page.get("metadata") or {}
+        token = meta.get("continue") or None
+        if not token:
+            return items, str(meta.get("resourceVersion") or "")
+
+
+async def _list_then_watch(
+    call: Call, on_restart: Callable[[str], None]
+) -> AsyncIterator[StreamItem]:
+    """List, then watch from the listing's version; re-list after 410 Gone; never give up."""
+    version: str | None = None
+    backoff = 0.5
+    while True:
+        try:
+            if version is None:
+                items, version = await _list_pages(call)
+                yield StreamItem("SYNC", items=tuple(items))
+            response: aiohttp.ClientResponse = await call(
+                watch=True,
+                resource_version=version,
+                allow_watch_bookmarks=True,
+                timeout_seconds=_WATCH_SECONDS,
+                _preload_content=False,
+                _request_timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=10, sock_read=_WATCH_SECONDS + 30
+                ),
+            )
+            try:
+                async for line in _lines(response):
+                    event = json.loads(line)
+                    kind = event.get("type")
+                    obj = event.get("object") or {}
+                    if kind == "ERROR":
+                        if obj.get("code") == 410:
+                            on_restart("gone")
+                            version = None
+                        break
+                    new_version = (obj.get("metadata") or {}).get("resourceVersion")
+                    if new_version:
+                        version = new_version
+                    if kind in {"ADDED", "MODIFIED", "DELETED"}:
+                        yield StreamItem(kind, obj=obj)
+                backoff = 0.5
+            finally:
+                response.release()
+        except asyncio.CancelledError:
+            raise
+        except ApiException as error:
+            on_restart("gone" if error.status == 410 else "api-error")
+            if error.status == 410:
+                version = None
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 30.0)
+        except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError):
+            on_restart("connection")
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 30.0)
+
+
+async def _lines(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    """Split a watch stream into lines without the reader's line-length limit."""
+    buffer = b""
+    async for chunk in response.content.iter_any():
+        buffer += chunk
+        while True:
+            cut = buffer.find(b"\n")
+            if cut < 0:
+                break
+            line, buffer = buffer[:cut], buffer[cut + 1 :]
+            if line.strip():
+                yield line
+    if buffer.strip():
+        yield buffer

@@ -1,0 +1,76 @@
+"""Prometheus metrics: what the operator recorded, how far behind it runs, what it wrote."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_DURATION_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+_LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
+
+
+class Metrics:
+    """The operator's metrics, in a registry of their own so tests can make fresh ones."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.facts = Counter(
+            "podtrail_facts_total", "Timeline facts recorded, by type.", ["type"],
+            registry=self.registry,
+        )
+        self.outcomes = Counter(
+            "podtrail_outcomes_total", "Pods whose life ended, by outcome.", ["outcome"],
+            registry=self.registry,
+        )
+        self.lifecycle = Histogram(
+            "podtrail_lifecycle_duration_seconds",
+            "Lifecycle durations of tracked pods (timeToSchedule, init, timeToReady, termination).",
+            ["stage"],
+            buckets=_DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.writes = Counter(
+            "podtrail_status_writes_total", "Record writes, by kind and result.",
+            ["kind", "result"], registry=self.registry,
+        )
+        self.write_lag = Histogram(
+            "podtrail_write_lag_seconds",
+            "From receiving an observation to its fact being stored in the record.",
+            buckets=_LAG_BUCKETS,
+            registry=self.registry,
+        )
+        self.observations = Counter(
+            "podtrail_observations_total", "Observations received, by stream.", ["stream"],
+            registry=self.registry,
+        )
+        self.pending = Gauge(
+            "podtrail_records_pending", "Records with facts not yet written.",
+            registry=self.registry,
+        )
+        self.records = Gauge(
+            "podtrail_records_known", "Records the operator keeps in memory.",
+            registry=self.registry,
+        )
+        self.swept = Counter(
+            "podtrail_records_deleted_total", "Records deleted by the sweep, by reason.",
+            ["reason"], registry=self.registry,
+        )
+        self.stream_restarts = Counter(
+            "podtrail_stream_restarts_total", "Watch streams restarted, by stream and cause.",
+            ["stream", "cause"], registry=self.registry,
+        )
+
+    def observe_status_change(
+        self, before: Mapping[str, Any] | None, after: Mapping[str, Any]
+    ) -> None:
+        """Count what a status change newly settled: an outcome, a lifecycle duration."""
+        before = before or {}
+        outcome = after.get("outcome")
+        if outcome and outcome != before.get("outcome"):
+            self.outcomes.labels(outcome=str(outcome)).inc()
+        old_durations = before.get("durations") or {}
+        for stage, seconds in (after.get("durations") or {}).items():
+            if stage not in old_durations and isinstance(seconds, int | float):
+                self.lifecycle.labels(stage=stage).observe(float(seconds))

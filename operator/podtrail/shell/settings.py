@@ -1,0 +1,194 @@
+"""The operator's options, read once from the command line and the environment."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+LogFormat = Literal["json", "console"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PodtrailSettings:
+    """Everything an operator run can be told; each option has a flag and a `PODTRAIL_*` variable."""
+
+    namespaces: tuple[str, ...] = ()
+    """Namespaces to track; empty means all namespaces."""
+
+    opt_in: bool = False
+    """Track only pods (or namespaces) annotated `podtrail.io/track: "true"`."""
+
+    retention_seconds: int = 86_400
+    """How long a record is kept after its pod is gone, unless the record overrides it."""
+
+    max_records_per_namespace: int = 1_000
+    """At most this many records per namespace; records of gone pods go first, oldest first."""
+
+    max_records: int = 20_000
+    """At most this many records in the cluster, with the same rule."""
+
+    timeline_entries: int = 200
+    """Timeline entries kept per record; older, less important entries are dropped and counted."""
+
+    message_length: int = 256
+    """Event and status messages are cut to this many characters."""
+
+    previous_instances: int = 5
+    """Summaries of earlier pods with the same name kept per record."""
+
+    coalesce_seconds: float = 1.0
+    """Status writes of one record are gathered for this long; terminal facts are written at once."""
+
+    sweep_seconds: float = 60.0
+    """How often the retention sweep runs."""
+
+    write_concurrency: int = 8
+    """Status writes in flight at once."""
+
+    log_format: LogFormat = "console"
+    """`json` for log pipelines, `console` for people."""
+
+    log_level: str = "info"
+    """The lowest level logged."""
+
+    health_port: int = 8080
+    """Port of the liveness endpoint (GET /healthz); 0 turns it off."""
+
+    metrics_port: int = 9090
+    """Port of the Prometheus endpoint (GET /metrics); 0 turns it off."""
+
+    kubeconfig: str | None = None
+    """A kubeconfig path; by default in-cluster config, then $KUBECONFIG or ~/.kube/config."""
+
+
+def _env_bool(value: str) -> bool:
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
+    """Describe the command line; defaults come from the environment, then the built-in ones."""
+    defaults = PodtrailSettings()
+
+    def env_or(name: str, fallback: object) -> str | None:
+        value = env.get(f"PODTRAIL_{name}")
+        return value if value not in (None, "") else (None if fallback is None else str(fallback))
+
+    parser = argparse.ArgumentParser(
+        prog="podtrail",
+        description="Keep every pod's life as a PodLifecycleRecord timeline.",
+    )
+    parser.add_argument(
+        "--namespace",
+        dest="namespaces",
+        action="append",
+        default=None,
+        help="track pods of this namespace (repeatable; default all; env PODTRAIL_NAMESPACES, "
+        "comma-separated)",
+    )
+    parser.add_argument(
+        "--opt-in",
+        action="store_true",
+        default=_env_bool(env.get("PODTRAIL_OPT_IN", "false")),
+        help='track only pods or namespaces annotated podtrail.io/track: "true" (env PODTRAIL_OPT_IN)',
+    )
+    numeric: Sequence[tuple[str, type[int] | type[float], str]] = (
+        ("retention-seconds", int, "keep records this long after the pod is gone"),
+        ("max-records-per-namespace", int, "bound on records per namespace"),
+        ("max-records", int, "bound on records in the cluster"),
+        ("timeline-entries", int, "timeline entries kept per record"),
+        ("message-length", int, "characters kept of each message"),
+        ("previous-instances", int, "earlier pods of the same name summarised per record"),
+        ("coalesce-seconds", float, "window gathering the status writes of one record"),
+        ("sweep-seconds", float, "interval of the retention sweep"),
+        ("write-concurrency", int, "status writes in flight at once"),
+        ("health-port", int, "liveness endpoint port (0: off)"),
+        ("metrics-port", int, "Prometheus metrics port (0: off)"),
+    )
+    for flag, kind, text in numeric:
+        attribute = flag.replace("-", "_")
+        env_name = attribute.upper()
+        parser.add_argument(
+            f"--{flag}",
+            type=kind,
+            default=kind(env_or(env_name, getattr(defaults, attribute)) or 0),
+            help=f"{text} (env PODTRAIL_{env_name}; default %(default)s)",
+        )
+    parser.add_argument(
+        "--log-format",
+        choices=("json", "console"),
+        default=env_or("LOG_FORMAT", "console" if sys.stderr.isatty() else "json"),
+        help="log rendering (env PODTRAIL_LOG_FORMAT; default: console on a terminal, else json)",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default=env_or("LOG_LEVEL", defaults.log_level),
+        help="lowest level logged (env PODTRAIL_LOG_LEVEL)",
+    )
+    parser.add_argument(
+        "--kubeconfig",
+        default=env.get("KUBECONFIG") or None,
+        help="kubeconfig path (default: in-cluster, then $KUBECONFIG)",
+    )
+    return parser
+
+
+def parse_settings(
+    argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
+) -> PodtrailSettings:
+    """Build the settings from a command line and an environment, refusing impossible values."""
+    environment = os.environ if env is None else env
+    parser = build_parser(environment)
+    args = parser.parse_args(argv)
+    namespaces: list[str] = list(args.namespaces or [])
+    if not namespaces and environment.get("PODTRAIL_NAMESPACES"):
+        namespaces = [n.strip() for n in environment["PODTRAIL_NAMESPACES"].split(",")]
+    settings = PodtrailSettings(
+        namespaces=tuple(n for n in namespaces if n),
+        opt_in=bool(args.opt_in),
+        retention_seconds=args.retention_seconds,
+        max_records_per_namespace=args.max_records_per_namespace,
+        max_records=args.max_records,
+        timeline_entries=args.timeline_entries,
+        message_length=args.message_length,
+        previous_instances=args.previous_instances,
+        coalesce_seconds=args.coalesce_seconds,
+        sweep_seconds=args.sweep_seconds,
+        write_concurrency=args.write_concurrency,
+        log_format=args.log_format,
+        log_level=args.log_level,
+        health_port=args.health_port,
+        metrics_port=args.metrics_port,
+        kubeconfig=args.kubeconfig,
+    )
+    problems = invalid_settings(settings)
+    if problems:
+        parser.error("; ".join(problems))
+    return settings
+
+
+def invalid_settings(settings: PodtrailSettings) -> list[str]:
+    """Say what is wrong with a set of options, in the words of the flags."""
+    problems = []
+    positive = (
+        "max_records_per_namespace",
+        "max_records",
+        "timeline_entries",
+        "message_length",
+        "sweep_seconds",
+        "write_concurrency",
+    )
+    for name in positive:
+        if getattr(settings, name) <= 0:
+            problems.append(f"--{name.replace('_', '-')} must be positive")
+    for name in ("retention_seconds", "previous_instances", "coalesce_seconds"):
+        if getattr(settings, name) < 0:
+            problems.append(f"--{name.replace('_', '-')} must not be negative")
+    for name in ("health_port", "metrics_port"):
+        if not 0 <= getattr(settings, name) <= 65_535:
+            problems.append(f"--{name.replace('_', '-')} must be a port number")
+    return problems

@@ -1,0 +1,155 @@
+"""The operator's own watches: Events about pods (filtered server-side) and EndpointSlices."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from podtrail import core
+from podtrail.shell.kube import Kube, StreamItem
+from podtrail.shell.metrics import Metrics
+from podtrail.shell.persist import RecordWriter
+
+RecordKey = tuple[str, str]
+
+
+class HeldEvents:
+    """Events about pods not seen yet, held briefly until the pod's first observation arrives.
+
+    The pod and Event streams are not ordered with each other, and an Event alone cannot say
+    whether its pod is opted out; so an Event for an unknown pod waits here (bounded in count and
+    age) instead of creating a record.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_events: int = 10_000,
+        max_age_seconds: float = 120.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._held: OrderedDict[RecordKey, list[tuple[float, core.EventSeen]]] = OrderedDict()
+        self._count = 0
+        self._max_events = max_events
+        self._max_age = max_age_seconds
+        self._monotonic = monotonic
+
+    def __len__(self) -> int:
+        return self._count
+
+    def hold(self, observation: core.EventSeen) -> None:
+        """Keep an Event for later, dropping the oldest held ones past the bound."""
+        key = (observation.namespace, observation.pod_name)
+        self._held.setdefault(key, []).append((self._monotonic(), observation))
+        self._held.move_to_end(key)
+        self._count += 1
+        self._expire()
+        while self._count > self._max_events and self._held:
+            _, dropped = self._held.popitem(last=False)
+            self._count -= len(dropped)
+
+    def release(self, namespace: str, name: str) -> list[core.EventSeen]:
+        """The Events held for a pod that has now been seen."""
+        held = self._held.pop((namespace, name), [])
+        self._count -= len(held)
+        return [observation for _, observation in held]
+
+    def _expire(self) -> None:
+        limit = self._monotonic() - self._max_age
+        while self._held:
+            key, items = next(iter(self._held.items()))
+            if items[-1][0] >= limit:
+                break
+            del self._held[key]
+            self._count -= len(items)
+
+
+async def follow_pod_events(
+    kube: Kube,
+    namespace: str | None,
+    writer: RecordWriter,
+    held: HeldEvents,
+    metrics: Metrics,
+) -> None:
+    """Feed every Event about a pod to its record (or hold it until the pod is seen)."""
+
+    def restarted(cause: str) -> None:
+        metrics.stream_restarts.labels(stream="events", cause=cause).inc()
+
+    async for item in kube.pod_events(namespace, restarted):
+        for raw in _objects(item):
+            observation = core.observe_event(raw)
+            if observation is None:
+                continue
+            metrics.observations.labels(stream="events").inc()
+            if writer.get(observation.namespace, observation.pod_name) is None:
+                held.hold(observation)
+            else:
+                writer.submit(observation)
+
+
+def _objects(item: StreamItem) -> tuple[dict[str, Any], ...]:
+    if item.kind == "SYNC":
+        return item.items
+    if item.kind in {"ADDED", "MODIFIED"} and item.obj is not None:
+        return (item.obj,)
+    return ()  # a deleted Event removes nothing from the timeline
+
+
+def _slim_slice(raw: dict[str, Any]) -> dict[str, Any]:
+    """Only what the endpoint diff reads, so keeping every slice stays cheap."""
+    meta = raw.get("metadata") or {}
+    return {
+        "metadata": {
+            "name": meta.get("name"),
+            "namespace": meta.get("namespace"),
+            "uid": meta.get("uid"),
+            "labels": meta.get("labels") or {},
+            "annotations": meta.get("annotations") or {},
+        },
+        "endpoints": raw.get("endpoints") or [],
+    }
+
+
+async def follow_endpoint_slices(
+    kube: Kube,
+    namespace: str | None,
+    writer: RecordWriter,
+    metrics: Metrics,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> None:
+    """Feed each tracked pod's endpoint changes (ready/serving/terminating, removal) to its record."""
+    known: dict[str, dict[str, Any]] = {}
+
+    def restarted(cause: str) -> None:
+        metrics.stream_restarts.labels(stream="endpointslices", cause=cause).inc()
+
+    def changed(old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        for observation in core.observe_endpoint_slice_change(old, new, now=clock()):
+            metrics.observations.labels(stream="endpointslices").inc()
+            if writer.get(observation.namespace, observation.pod_name) is not None:
+                writer.submit(observation)
+
+    async for item in kube.endpoint_slices(namespace, restarted):
+        if item.kind == "SYNC":
+            listed = {}
+            for raw in item.items:
+                slim = _slim_slice(raw)
+                listed[str(slim["metadata"]["uid"])] = slim
+            for uid, old in list(known.items()):
+                if uid not in listed:
+                    changed(old, None)
+            for uid, new in listed.items():
+                changed(known.get(uid), new)
+            known = listed
+        elif item.obj is not None:
+            slim = _slim_slice(item.obj)
+            uid = str(slim["metadata"]["uid"])
+            if item.kind == "DELETED":
+                changed(known.pop(uid, None), None)
+            else:
+                changed(known.get(uid), slim)
+                known[uid] = slim

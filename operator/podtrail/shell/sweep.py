@@ -1,0 +1,86 @@
+"""The retention sweep: one loop for all records, no timer or finalizer per record."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from podtrail.shell import retention
+from podtrail.shell.kube import Kube
+from podtrail.shell.logs import get_logger
+from podtrail.shell.metrics import Metrics
+from podtrail.shell.persist import RecordWriter
+from podtrail.shell.settings import PodtrailSettings
+
+log = get_logger(__name__)
+
+
+def pod_gone_at(status: Mapping[str, Any]) -> datetime | None:
+    """When the record says its pod left the API."""
+    times = status.get("times") or {}
+    value = times.get("deleted") if isinstance(times, Mapping) else None
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+async def sweep_once(
+    kube: Kube,
+    writer: RecordWriter,
+    settings: PodtrailSettings,
+    metrics: Metrics,
+    now: datetime,
+) -> list[retention.Removal]:
+    """Delete the records whose time is up, and those over the bounds."""
+    ages = [
+        retention.RecordAge(
+            namespace=state.namespace,
+            name=state.name,
+            pod_gone_at=pod_gone_at(state.stored_status),
+            ttl_seconds=state.ttl_seconds,
+        )
+        for state in writer.records()
+        if state.exists
+    ]
+    removals = retention.choose_removals(
+        ages,
+        now=now,
+        retention_seconds=settings.retention_seconds,
+        max_per_namespace=settings.max_records_per_namespace,
+        max_total=settings.max_records,
+    )
+    for removal in removals:
+        state = writer.get(removal.namespace, removal.name)
+        if state is None or state.uid is None or state.pending:
+            continue
+        await kube.delete_record(removal.namespace, removal.name, state.uid)
+        writer.forget(removal.namespace, removal.name, state.uid)
+        metrics.swept.labels(reason=removal.reason).inc()
+        log.info(
+            "record deleted", namespace=removal.namespace, record=removal.name,
+            reason=removal.reason,
+        )
+    return removals
+
+
+async def sweep_forever(
+    kube: Kube,
+    writer: RecordWriter,
+    settings: PodtrailSettings,
+    metrics: Metrics,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> None:
+    """Run the sweep at its interval until cancelled; a failed sweep is logged and retried."""
+    while True:
+        try:
+            await sweep_once(kube, writer, settings, metrics, clock())
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            log.warning("retention sweep failed", error=repr(error))
+        await asyncio.sleep(settings.sweep_seconds)
