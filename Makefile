@@ -1,0 +1,55 @@
+# podtrail — every task a user or CI runs. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+CLUSTER_DIR ?= /var/lib/podtrail/cluster
+LOCAL_KUBECONFIG := $(CLUSTER_DIR)/kubeconfig
+K8S_BIN := /var/cache/podtrail/bin/kubernetes-v1.34.4
+export PATH := $(K8S_BIN):$(PATH)
+
+.PHONY: help install lint unit test test-fast cluster cluster-down run crd e2e
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(BIN)/podtrail: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+install: $(BIN)/podtrail ## create .venv with the operator and its development tools
+
+lint: install ## ruff, mypy (strict) and the import layering rules
+	$(BIN)/ruff check operator tests
+	$(BIN)/ruff format --check operator tests
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+unit: install ## the fast tests: pure core, shell with fakes, replays (no cluster)
+	$(BIN)/pytest -q tests/unit tests/shell $(wildcard tests/replay)
+
+test: lint ## everything: lint, unit tests, then the real cluster (brought up if needed) and every suite on it
+	$(BIN)/pytest -q --timeout=2400
+
+cluster: ## bring up the local single-node cluster (builds and caches Kubernetes on first use)
+	bash cluster/up.sh
+
+cluster-down: ## stop the local cluster and remove everything it left on the machine
+	bash cluster/down.sh
+
+crd: ## apply the CRD to the cluster named by KUBECONFIG (the local one when unset)
+	@export KUBECONFIG=$${KUBECONFIG:-$(LOCAL_KUBECONFIG)}; \
+	  [ -f "$$KUBECONFIG" ] || bash cluster/up.sh; \
+	  kubectl apply -k crds/ && kubectl wait --for=condition=Established --timeout=60s crd/podlifecyclerecords.podtrail.io
+
+run: install crd ## run the operator in the foreground against KUBECONFIG (the local cluster when unset)
+	@export KUBECONFIG=$${KUBECONFIG:-$(LOCAL_KUBECONFIG)}; \
+	  echo "operator on $$KUBECONFIG; in another shell: export KUBECONFIG=$$KUBECONFIG; kubectl get plr -A -w"; \
+	  exec $(BIN)/podtrail --log-format console
+
+e2e: install ## end-to-end tests against the operator deployed in the current cluster (make deploy)
+	PODTRAIL_E2E_OPERATOR=deployed $(BIN)/pytest -q tests/e2e

@@ -1,0 +1,219 @@
+"""The operator under test, and the scenario runner that plays every selected scenario at once.
+
+Real-cluster scenarios mostly wait on Kubernetes, so they run concurrently: each test names its
+scenario with `@pytest.mark.scenario(fn)`; at the start of the session every selected scenario is
+started as a task (each in its own namespace) and each test awaits its own. Scenarios marked
+`exclusive` (they restart the operator) run after all the others have finished.
+
+The operator is either started here from the working tree (default), or is the one deployed in
+the cluster (`PODTRAIL_E2E_OPERATOR=deployed`, after `make deploy`): the same scenarios prove both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes_asyncio import client, config
+
+from tests.e2e.support import Kube
+
+REPO = Path(__file__).resolve().parents[2]
+Scenario = Callable[["Harness"], Awaitable[Any]]
+
+pytestmark = [pytest.mark.cluster, pytest.mark.kubelet, pytest.mark.e2e]
+
+
+class OperatorProcess:
+    """The operator run from the working tree, as `make run` does, with short test intervals."""
+
+    def __init__(self, kubeconfig: str, log_dir: Path) -> None:
+        self.kubeconfig = kubeconfig
+        self.log_path = log_dir / "operator.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    async def start(self) -> None:
+        self.starts += 1
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process
+        self.process = subprocess.Popen(
+            [
+                sys.executable, "-m", "podtrail",
+                "--kubeconfig", self.kubeconfig,
+                "--log-format", "json",
+                "--coalesce-seconds", "0.5",
+                "--sweep-seconds", "2",
+                "--health-port", "18080",
+                "--metrics-port", "19090",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+        log.close()
+        await self.wait_started(self.starts)
+
+    async def wait_started(self, times: int) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the operator exited:\n{self.tail()}")
+            if self.log_path.exists() and self.log_path.read_text().count("podtrail started") >= times:
+                return
+            await asyncio.sleep(0.3)
+        raise RuntimeError(f"the operator did not start in 60 s:\n{self.tail()}")
+
+    async def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        for _ in range(100):
+            if self.process.poll() is not None:
+                return
+            await asyncio.sleep(0.2)
+        self.process.kill()
+
+    def tail(self, lines: int = 60) -> str:
+        if not self.log_path.exists():
+            return "<no log>"
+        return "\n".join(self.log_path.read_text().splitlines()[-lines:])
+
+
+class DeployedOperator:
+    """The operator running in the cluster as `kubectl apply -k manifests/` installed it."""
+
+    namespace = "podtrail-system"
+    name = "podtrail"
+
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+
+    async def start(self) -> None:
+        await self._scale(1)
+
+    async def stop(self) -> None:
+        await self._scale(0)
+
+    async def _scale(self, replicas: int) -> None:
+        await self.kube.apps.patch_namespaced_deployment_scale(
+            self.name, self.namespace, {"spec": {"replicas": replicas}}
+        )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            deployment = await self.kube.apps.read_namespaced_deployment(self.name, self.namespace)
+            status = deployment.status
+            if (status.ready_replicas or 0) == replicas and (status.replicas or 0) == replicas:
+                return
+            await asyncio.sleep(1)
+        raise RuntimeError(f"the operator deployment did not reach {replicas} replicas")
+
+    def tail(self, lines: int = 60) -> str:
+        result = subprocess.run(
+            ["kubectl", "-n", self.namespace, "logs", f"deploy/{self.name}", f"--tail={lines}"],
+            capture_output=True, text=True, check=False,
+        )
+        return result.stdout + result.stderr
+
+
+class Harness:
+    """What a scenario gets: the API, the operator (to restart it), a namespace maker."""
+
+    def __init__(self, kube: Kube, operator: OperatorProcess | DeployedOperator) -> None:
+        self.kube = kube
+        self.operator = operator
+
+    async def namespace(self, prefix: str, **kwargs: Any) -> str:
+        return await self.kube.namespace(prefix, **kwargs)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "scenario(fn, exclusive=False): the scenario a test awaits")
+
+
+@pytest.fixture(scope="session")
+async def kube(kube_cluster: Any) -> AsyncIterator[Kube]:
+    configuration = client.Configuration()
+    await config.load_kube_config(
+        config_file=str(kube_cluster.kubeconfig), client_configuration=configuration
+    )
+    api = client.ApiClient(configuration)
+    yield Kube(api)
+    await api.close()
+
+
+@pytest.fixture(scope="session")
+async def operator(kube_cluster: Any, kube: Kube) -> AsyncIterator[OperatorProcess | DeployedOperator]:
+    if os.environ.get("PODTRAIL_E2E_OPERATOR") == "deployed":
+        yield DeployedOperator(kube)
+        return
+    subprocess.run(
+        [str(kube_cluster.kubectl), "apply", "-k", str(REPO / "crds")],
+        check=True, capture_output=True,
+    )
+    subprocess.run(
+        [str(kube_cluster.kubectl), "wait", "--for=condition=Established", "--timeout=60s",
+         "crd/podlifecyclerecords.podtrail.io"],
+        check=True, capture_output=True,
+    )
+    running = OperatorProcess(str(kube_cluster.kubeconfig), Path(tempfile.mkdtemp(prefix="podtrail-e2e-")))
+    await running.start()
+    yield running
+    await running.stop()
+    print(f"\noperator log: {running.log_path}")
+
+
+@pytest.fixture(scope="session")
+async def scenarios(
+    request: pytest.FixtureRequest, kube: Kube, operator: OperatorProcess | DeployedOperator
+) -> AsyncIterator[dict[Scenario, asyncio.Task[Any]]]:
+    harness = Harness(kube, operator)
+    shared: dict[Scenario, asyncio.Task[Any]] = {}
+    exclusive: list[Scenario] = []
+    for item in request.session.items:
+        for marker in item.iter_markers("scenario"):
+            fn = marker.args[0]
+            if marker.kwargs.get("exclusive"):
+                if fn not in exclusive:
+                    exclusive.append(fn)
+            elif fn not in shared:
+                shared[fn] = asyncio.create_task(fn(harness), name=fn.__name__)
+
+    async def after_the_others(fn: Scenario) -> Any:
+        await asyncio.gather(*shared.values(), return_exceptions=True)
+        for earlier in exclusive[: exclusive.index(fn)]:
+            await asyncio.gather(tasks[earlier], return_exceptions=True)
+        return await fn(harness)
+
+    tasks = dict(shared)
+    for fn in exclusive:
+        tasks[fn] = asyncio.create_task(after_the_others(fn), name=fn.__name__)
+    yield tasks
+    for task in tasks.values():
+        task.cancel()
+    await asyncio.gather(*tasks.values(), return_exceptions=True)
+
+
+@pytest.fixture
+async def outcome(
+    request: pytest.FixtureRequest,
+    scenarios: dict[Scenario, asyncio.Task[Any]],
+    operator: OperatorProcess | DeployedOperator,
+) -> Any:
+    """The result of this test's scenario (its exception, if it failed)."""
+    marker = request.node.get_closest_marker("scenario")
+    assert marker is not None, "an e2e test names its scenario with @pytest.mark.scenario(fn)"
+    try:
+        return await scenarios[marker.args[0]]
+    except Exception:
+        print(f"--- operator log (tail) ---\n{operator.tail()}")
+        raise

@@ -1,0 +1,207 @@
+"""A pod's life on a real node: scheduling, images, init containers, sidecars, probes, hooks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import Harness
+from tests.e2e.support import (
+    container,
+    entries,
+    entry,
+    has_entry,
+    has_outcome,
+    parse_time,
+    pod,
+)
+
+SERVE = "mkdir -p /www && echo ok > /www/index.html && httpd -f -p 8080 -h /www"
+
+
+async def _run(h: Harness, prefix: str, body: dict[str, Any], until: Any, timeout: float = 120) -> Any:
+    namespace = await h.namespace(prefix)
+    await h.kube.create_pod(namespace, body)
+    return await h.kube.wait_record(namespace, body["metadata"]["name"], until, timeout=timeout)
+
+
+async def succeeded(h: Harness) -> Any:
+    body = pod("done", container("app", "echo hi"), restart="Never")
+    return await _run(h, "succeeded", body, has_outcome("Succeeded"))
+
+
+async def failed(h: Harness) -> Any:
+    body = pod("broken", container("app", "exit 3"), restart="Never")
+    return await _run(h, "failed", body, has_outcome("Failed"))
+
+
+async def oom_killed(h: Harness) -> Any:
+    limits = {"limits": {"memory": "24Mi"}, "requests": {"memory": "24Mi"}}
+    body = pod(
+        "hog",
+        container("app", "head -c 200m /dev/zero | tail > /dev/null", resources=limits),
+        restart="Never",
+    )
+    return await _run(h, "oom", body, has_outcome("OOMKilled"))
+
+
+async def unschedulable(h: Harness) -> Any:
+    body = pod("nowhere", container("app", "sleep 60"), nodeSelector={"podtrail.io/none": "x"})
+    return await _run(h, "unschedulable", body, has_entry("FailedScheduling"))
+
+
+async def image_pull_fails(h: Harness) -> Any:
+    # A registry on a loopback port where nothing listens: fails at once, nothing leaves the node.
+    body = pod("nopull", container("app", "true", image="127.0.0.1:5999/none:1"))
+    return await _run(h, "pull", body, has_entry("ImagePullFailed"))
+
+
+async def init_retried(h: Harness) -> Any:
+    flaky = "if [ -f /work/tried ]; then exit 0; fi; touch /work/tried; exit 1"
+    mount = [{"name": "work", "mountPath": "/work"}]
+    body = pod(
+        "initpod",
+        container("app", "sleep 3600", volumeMounts=mount),
+        init=[
+            container("first", "sleep 1", volumeMounts=mount),
+            container("flaky", flaky, volumeMounts=mount),
+        ],
+        volumes=[{"name": "work", "emptyDir": {}}],
+        grace=1,
+    )
+    return await _run(h, "init", body, has_entry("ContainerStarted", "app"))
+
+
+async def native_sidecar(h: Harness) -> Any:
+    ready = {"tcpSocket": {"port": 8080}, "periodSeconds": 1}
+    sidecar = container("proxy", SERVE, restartPolicy="Always", readinessProbe=ready)
+    body = pod("sidecar", container("app", "sleep 3600"), init=[sidecar], grace=1)
+    return await _run(h, "sidecar", body, has_entry("SidecarReady", "proxy"))
+
+
+async def probes(h: Harness) -> Any:
+    body = pod(
+        "probed",
+        container(
+            "web", SERVE,
+            startupProbe={"httpGet": {"path": "/", "port": 8080}, "periodSeconds": 1},
+            readinessProbe={"tcpSocket": {"port": 8080}, "periodSeconds": 1},
+        ),
+        container(
+            "sad", "sleep 3600",
+            readinessProbe={"exec": {"command": ["false"]}, "periodSeconds": 1},
+        ),
+        container(
+            "dying", "sleep 3600",
+            livenessProbe={"exec": {"command": ["false"]}, "periodSeconds": 1,
+                           "failureThreshold": 2},
+        ),
+        grace=1,
+    )
+
+    def enough(record: dict[str, Any]) -> bool:
+        return bool(
+            entries(record, "StartupProbePassed", "web")
+            and entries(record, "ContainerReady", "web")
+            and any(e.get("count", 1) >= 3 for e in entries(record, "ProbeFailed", "sad"))
+            and entries(record, "ContainerRestarted", "dying")
+        )
+
+    return await _run(h, "probes", body, enough, timeout=150)
+
+
+async def hook_failures(h: Harness) -> Any:
+    hook = {"postStart": {"exec": {"command": ["sh", "-c", "exit 7"]}}}
+    body = pod("posthook", container("app", "sleep 3600", lifecycle=hook), grace=1)
+    return await _run(h, "posthook", body, has_entry("PostStartHookFailed", "app"))
+
+
+@pytest.mark.scenario(succeeded)
+def test_succeeded_pod(outcome: Any) -> None:
+    status = outcome["status"]
+    assert status["phase"] == "Succeeded"
+    terminated = entry(outcome, "ContainerTerminated", "app")
+    assert terminated["exitCode"] == 0
+    assert terminated["source"] == "status"
+    phases = [(e.get("fromPhase"), e.get("toPhase")) for e in entries(outcome, "PhaseChanged")]
+    assert phases[-1][1] == "Succeeded"
+    assert entries(outcome, "Created") and entries(outcome, "Scheduled")
+    times = [parse_time(e["time"]) for e in status["timeline"]]
+    assert times == sorted(times), "the timeline is in time order"
+    created = parse_time(status["times"]["created"])
+    assert created == parse_time(entry(outcome, "Created")["time"])
+
+
+@pytest.mark.scenario(failed)
+def test_failed_pod(outcome: Any) -> None:
+    assert outcome["status"]["phase"] == "Failed"
+    assert entry(outcome, "ContainerTerminated", "app")["exitCode"] == 3
+
+
+@pytest.mark.scenario(oom_killed)
+def test_oom_kill(outcome: Any) -> None:
+    killed = entry(outcome, "OOMKilled", "app")
+    assert killed["exitCode"] == 137
+    assert killed.get("reason") == "OOMKilled"
+
+
+@pytest.mark.scenario(unschedulable)
+def test_unschedulable_pod(outcome: Any) -> None:
+    failed_scheduling = entry(outcome, "FailedScheduling")
+    assert "node" in failed_scheduling["message"].lower()
+    assert failed_scheduling["source"] == "event"
+    assert outcome["status"]["phase"] == "Pending"
+    assert not entries(outcome, "Scheduled")
+
+
+@pytest.mark.scenario(image_pull_fails)
+def test_image_that_cannot_be_pulled(outcome: Any) -> None:
+    failure = entry(outcome, "ImagePullFailed", "app")
+    assert "127.0.0.1:5999/none:1" in failure["message"]
+
+
+@pytest.mark.scenario(init_retried)
+def test_init_containers_in_order_one_retried(outcome: Any) -> None:
+    started = {
+        e["container"]: parse_time(e["time"])
+        for e in entries(outcome, "ContainerStarted")
+        if e.get("container") in {"first", "flaky", "app"}
+    }
+    assert started["first"] <= started["flaky"] <= started["app"]
+    first_end = entry(outcome, "ContainerTerminated", "first")
+    assert first_end["exitCode"] == 0
+    flaky_ends = [e.get("exitCode") for e in entries(outcome, "ContainerTerminated", "flaky")]
+    assert 1 in flaky_ends and 0 in flaky_ends, flaky_ends
+    assert outcome["status"]["init"] == "2/2"
+
+
+@pytest.mark.scenario(native_sidecar)
+def test_native_sidecar_started_and_ready(outcome: Any) -> None:
+    started = entry(outcome, "SidecarStarted", "proxy")
+    ready = entry(outcome, "SidecarReady", "proxy")
+    app = entry(outcome, "ContainerStarted", "app")
+    assert parse_time(started["time"]) <= parse_time(ready["time"]) <= parse_time(app["time"])
+    kinds = {c["name"]: c["kind"] for c in outcome["status"]["containers"]}
+    assert kinds == {"proxy": "sidecar", "app": "app"}
+
+
+@pytest.mark.scenario(probes)
+def test_probes_fail_and_pass(outcome: Any) -> None:
+    readiness = entry(outcome, "ProbeFailed", "sad")
+    assert readiness["probe"] == "readiness"
+    assert readiness["count"] >= 3
+    assert outcome["status"]["probeFailures"]["readiness"] >= 3
+    assert outcome["status"]["probeFailures"]["liveness"] >= 2
+    assert entry(outcome, "ProbeFailed", "dying")["probe"] == "liveness"
+    restarted = entry(outcome, "ContainerRestarted", "dying")
+    assert restarted["count"] >= 1 or "1" in restarted["summary"]
+    assert entries(outcome, "LivenessRestart", "dying")
+    assert entries(outcome, "StartupProbePassed", "web")
+    assert not entries(outcome, "ContainerReady", "sad")
+
+
+@pytest.mark.scenario(hook_failures)
+def test_poststart_hook_failure(outcome: Any) -> None:
+    failure = entry(outcome, "PostStartHookFailed", "app")
+    assert failure["source"] == "event"

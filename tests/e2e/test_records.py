@@ -1,0 +1,187 @@
+"""The records themselves: labels, owners, opt-out, validation, retention, recreated pods."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from tests.e2e.conftest import Harness
+from tests.e2e.support import GROUP, PLURAL, VERSION, container, entries, pod, pod_running
+
+SLEEP = "trap 'exit 0' TERM; while true; do sleep 0.2; done"
+
+
+def _template(app: str) -> dict[str, Any]:
+    return {
+        "metadata": {"labels": {"app": app, "tier": "e2e"}},
+        "spec": {
+            "terminationGracePeriodSeconds": 2,
+            "automountServiceAccountToken": False,
+            "containers": [container("app", SLEEP)],
+        },
+    }
+
+
+async def deployment_records(h: Harness) -> Any:
+    namespace = await h.namespace("deploy")
+    await h.kube.apps.create_namespaced_deployment(
+        namespace,
+        {
+            "metadata": {"name": "shop"},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": {"app": "shop"}},
+                "template": _template("shop"),
+            },
+        },
+    )
+    await h.kube.create_pod(namespace, pod("loner", container("app", SLEEP), grace=1))
+    for _ in range(180):
+        records = await h.kube.records(namespace, "app=shop")
+        if len(records) == 2 and all((r.get("status") or {}).get("owner") for r in records):
+            break
+        await asyncio.sleep(0.5)
+    return await h.kube.records(namespace, "app=shop"), await h.kube.records(namespace)
+
+
+async def opted_out(h: Harness) -> Any:
+    quiet = await h.namespace("optout-ns", annotations={"podtrail.io/track": "false"})
+    loud = await h.namespace("optout-pod")
+    await h.kube.create_pod(quiet, pod("ignored", container("app", SLEEP), grace=1))
+    await h.kube.create_pod(
+        loud,
+        pod("private", container("app", SLEEP), grace=1, annotations={"podtrail.io/track": "false"}),
+    )
+    await h.kube.create_pod(loud, pod("tracked", container("app", SLEEP), grace=1))
+    await h.kube.wait_pod(quiet, "ignored", pod_running)
+    await h.kube.wait_pod(loud, "private", pod_running)
+    await h.kube.wait_record(loud, "tracked", lambda r: r["status"].get("phase") == "Running")
+    await asyncio.sleep(3)  # well past the coalescing window
+    return await h.kube.records(quiet), await h.kube.record(loud, "private")
+
+
+async def invalid_records(h: Harness) -> Any:
+    namespace = await h.namespace("invalid")
+    refusals = {}
+    cases = {
+        "name-mismatch": {"metadata": {"name": "one"}, "spec": {"podName": "other"}},
+        "no-pod-name": {"metadata": {"name": "two"}, "spec": {}},
+        "negative-ttl": {
+            "metadata": {"name": "three"},
+            "spec": {"podName": "three", "ttlSecondsAfterPodDeletion": -5},
+        },
+    }
+    for case, body in cases.items():
+        full = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "PodLifecycleRecord", **body}
+        try:
+            await h.kube.custom.create_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, full
+            )
+            refusals[case] = None
+        except ApiException as error:
+            refusals[case] = (error.status, error.body)
+    return refusals
+
+
+async def retention(h: Harness) -> Any:
+    namespace = await h.namespace("retention")
+    # Created by a user ahead of its pod, with a short retention of its own.
+    await h.kube.custom.create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL,
+        {"apiVersion": f"{GROUP}/{VERSION}", "kind": "PodLifecycleRecord",
+         "metadata": {"name": "brief"}, "spec": {"podName": "brief", "ttlSecondsAfterPodDeletion": 4}},
+    )
+    await h.kube.create_pod(namespace, pod("brief", container("app", "echo bye"), restart="Never"))
+    await h.kube.create_pod(namespace, pod("kept", container("app", "echo bye"), restart="Never"))
+    for name in ("brief", "kept"):
+        await h.kube.wait_record(namespace, name, lambda r: r["status"].get("phase") == "Succeeded")
+        await h.kube.delete_pod(namespace, name)
+    gone = await h.kube.wait_record(
+        namespace, "brief", lambda r: bool((r["status"].get("times") or {}).get("deleted"))
+    )
+    for _ in range(60):
+        if await h.kube.record(namespace, "brief") is None:
+            break
+        await asyncio.sleep(0.5)
+    await asyncio.sleep(5)
+    return gone, await h.kube.record(namespace, "brief"), await h.kube.record(namespace, "kept")
+
+
+async def statefulset_recreated(h: Harness) -> Any:
+    namespace = await h.namespace("sts")
+    await h.kube.apps.create_namespaced_stateful_set(
+        namespace,
+        {
+            "metadata": {"name": "db"},
+            "spec": {
+                "replicas": 1,
+                "serviceName": "db",
+                "selector": {"matchLabels": {"app": "db"}},
+                "template": _template("db"),
+            },
+        },
+    )
+    first = await h.kube.wait_record(namespace, "db-0", lambda r: r["status"].get("phase") == "Running")
+    await h.kube.delete_pod(namespace, "db-0")
+    return first, await h.kube.wait_record(
+        namespace, "db-0",
+        lambda r: bool(r["status"].get("previousInstances"))
+        and r["status"].get("phase") == "Running"
+        and r["status"].get("podUID") != first["status"]["podUID"],
+        timeout=120,
+        what="the recreated pod",
+    )
+
+
+@pytest.mark.scenario(deployment_records)
+def test_records_carry_labels_and_owner(outcome: Any) -> None:
+    selected, everything = outcome
+    assert len(selected) == 2, "kubectl get plr -l app=shop finds the Deployment's pods"
+    assert len(everything) == 3
+    for record in selected:
+        assert record["metadata"]["labels"]["tier"] == "e2e"
+        assert record["spec"]["podName"] == record["metadata"]["name"]
+        owner = record["status"]["owner"]
+        assert owner["kind"] == "ReplicaSet"
+        assert owner["name"].startswith("shop-")
+        assert not record["metadata"].get("ownerReferences"), "a record must outlive its pod"
+
+
+@pytest.mark.scenario(opted_out)
+def test_opted_out_pods_get_no_record(outcome: Any) -> None:
+    in_quiet_namespace, private = outcome
+    assert in_quiet_namespace == []
+    assert private is None
+
+
+@pytest.mark.scenario(invalid_records)
+def test_invalid_records_are_refused_with_a_clear_message(outcome: Any) -> None:
+    for case, refusal in outcome.items():
+        assert refusal is not None, f"{case} was accepted"
+        assert refusal[0] == 422, case
+    assert "metadata.name must equal spec.podName" in outcome["name-mismatch"][1]
+    assert "podName" in outcome["no-pod-name"][1]
+    assert "ttlSecondsAfterPodDeletion" in outcome["negative-ttl"][1]
+
+
+@pytest.mark.scenario(retention)
+def test_records_outlive_pods_until_their_retention(outcome: Any) -> None:
+    gone, brief_after, kept_after = outcome
+    assert gone["status"]["outcome"] == "Succeeded"
+    assert entries(gone, "PodDeleted")
+    assert brief_after is None, "removed once its own 4 s retention passed"
+    assert kept_after is not None, "kept under the operator's 24 h default"
+    assert kept_after["status"]["times"]["deleted"]
+
+
+@pytest.mark.scenario(statefulset_recreated)
+def test_pod_recreated_under_the_same_name_keeps_history(outcome: Any) -> None:
+    first, second = outcome
+    previous = second["status"]["previousInstances"][0]
+    assert previous["uid"] == first["status"]["podUID"]
+    assert previous.get("deleted")
+    assert second["status"]["owner"]["kind"] == "StatefulSet"
+    assert entries(second, "Created")

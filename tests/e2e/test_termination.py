@@ -1,0 +1,181 @@
+"""Termination, step by step, as the kubelet does it: each outcome on a real node."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import Harness
+from tests.e2e.support import (
+    container,
+    entries,
+    entry,
+    has_outcome,
+    parse_time,
+    pod,
+    pod_ready,
+    pod_running,
+)
+
+TRAP_TERM = "trap 'echo bye; exit 0' TERM; while true; do sleep 0.2; done"
+IGNORE_TERM = "while true; do sleep 1; done"  # a PID-1 shell without a trap ignores TERM
+
+
+async def _delete_running(h: Harness, prefix: str, body: dict[str, Any], **delete: Any) -> Any:
+    namespace = await h.namespace(prefix)
+    name = body["metadata"]["name"]
+    await h.kube.create_pod(namespace, body)
+    await h.kube.wait_pod(namespace, name, pod_running, what="Running")
+    await h.kube.wait_record(namespace, name, lambda r: r["status"].get("phase") == "Running")
+    await h.kube.delete_pod(namespace, name, **delete)
+    await h.kube.wait_pod_gone(namespace, name)
+    return await h.kube.wait_record(
+        namespace, name, lambda r: bool((r["status"].get("times") or {}).get("deleted")),
+        what="the pod's removal",
+    )
+
+
+async def exits_on_term(h: Harness) -> Any:
+    return await _delete_running(h, "term", pod("trapper", container("app", TRAP_TERM), grace=20))
+
+
+async def ignores_term(h: Harness) -> Any:
+    return await _delete_running(h, "kill", pod("stubborn", container("app", IGNORE_TERM), grace=3))
+
+
+async def prestop_in_time(h: Harness) -> Any:
+    hook = {"preStop": {"exec": {"command": ["sh", "-c", "sleep 1"]}}}
+    body = pod("hooked", container("app", TRAP_TERM, lifecycle=hook), grace=20)
+    return await _delete_running(h, "prestop", body)
+
+
+async def prestop_outlasts_grace(h: Harness) -> Any:
+    hook = {"preStop": {"exec": {"command": ["sh", "-c", "sleep 20"]}}}
+    body = pod("slowhook", container("app", IGNORE_TERM, lifecycle=hook), grace=3)
+    return await _delete_running(h, "slowhook", body)
+
+
+async def force_deleted(h: Harness) -> Any:
+    return await _delete_running(h, "force", pod("forced", container("app", IGNORE_TERM)), grace=0)
+
+
+async def out_of_endpoints(h: Harness) -> Any:
+    namespace = await h.namespace("endpoints")
+    ready = {"exec": {"command": ["true"]}, "periodSeconds": 1}
+    body = pod("web", container("app", TRAP_TERM, readinessProbe=ready), grace=10)
+    await h.kube.core.create_namespaced_service(
+        namespace,
+        {
+            "metadata": {"name": "web"},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]},
+        },
+    )
+    await h.kube.create_pod(namespace, body)
+    await h.kube.wait_pod(namespace, "web", pod_ready, what="Ready")
+    await h.kube.wait_record(namespace, "web", lambda r: bool(entries(r, "EndpointChanged")))
+    await h.kube.delete_pod(namespace, "web")
+    await h.kube.wait_pod_gone(namespace, "web")
+    return await h.kube.wait_record(
+        namespace, "web", lambda r: bool(entries(r, "RemovedFromEndpoints")),
+        what="the removal from the Service's endpoints",
+    )
+
+
+async def evicted(h: Harness) -> Any:
+    namespace = await h.namespace("evict")
+    await h.kube.create_pod(namespace, pod("evictee", container("app", TRAP_TERM), grace=5))
+    await h.kube.wait_pod(namespace, "evictee", pod_running, what="Running")
+    await h.kube.core.create_namespaced_pod_eviction(
+        "evictee", namespace,
+        {"apiVersion": "policy/v1", "kind": "Eviction",
+         "metadata": {"name": "evictee", "namespace": namespace}},
+    )
+    await h.kube.wait_pod_gone(namespace, "evictee")
+    return await h.kube.wait_record(namespace, "evictee", has_outcome("Evicted"), what="Evicted")
+
+
+def deletion(record: dict[str, Any]) -> tuple[Any, Any]:
+    termination = record["status"]["termination"]
+    return parse_time(termination["requestedAt"]), parse_time(termination["deadline"])
+
+
+@pytest.mark.scenario(exits_on_term)
+def test_exit_on_term_is_a_graceful_shutdown(outcome: Any) -> None:
+    record = outcome
+    assert record["status"]["outcome"] == "GracefulShutdown"
+    requested, deadline = deletion(record)
+    assert (deadline - requested).total_seconds() == 20
+    exited = entry(record, "ExitedOnTerm", "app")
+    assert exited["exitCode"] == 0
+    assert exited["signal"] == "TERM"
+    assert exited["source"] == "inferred"
+    finished = parse_time(exited["time"])
+    assert requested <= finished
+    assert (finished - requested).total_seconds() < 5, "exits well before its 20 s grace"
+    assert entries(record, "DeletionRequested")
+    assert entries(record, "PodDeleted")
+
+
+@pytest.mark.scenario(ignores_term)
+def test_sigkill_at_the_grace_deadline(outcome: Any) -> None:
+    record = outcome
+    assert record["status"]["outcome"] == "KilledAfterGrace"
+    requested, deadline = deletion(record)
+    killed = entry(record, "KilledAfterGrace", "app")
+    assert killed["exitCode"] == 137
+    assert killed["signal"] == "KILL"
+    assert killed["source"] == "inferred"
+    finished = parse_time(killed["time"])
+    assert abs((finished - deadline).total_seconds()) <= 1.5, "killed at about the deadline"
+    assert entries(record, "KillingStarted", "app")
+
+
+@pytest.mark.scenario(prestop_in_time)
+def test_prestop_then_term(outcome: Any) -> None:
+    record = outcome
+    assert record["status"]["outcome"] == "GracefulShutdown"
+    assert not entries(record, "PreStopHookFailed")
+    exited = entry(record, "ExitedOnTerm", "app")
+    requested, _ = deletion(record)
+    # TERM comes only after the 1 s preStop hook has run.
+    assert (parse_time(exited["time"]) - requested).total_seconds() >= 0.9
+
+
+@pytest.mark.scenario(prestop_outlasts_grace)
+def test_prestop_outlasting_the_grace_gets_two_more_seconds(outcome: Any) -> None:
+    record = outcome
+    assert record["status"]["outcome"] == "KilledAfterGrace"
+    assert entries(record, "PreStopHookFailed", "app")
+    _, deadline = deletion(record)
+    killed = entry(record, "KilledAfterGrace", "app")
+    late = (parse_time(killed["time"]) - deadline).total_seconds()
+    assert 1.0 <= late <= 3.5, f"the kubelet's one-time 2 s extension, got {late}"
+
+
+@pytest.mark.scenario(force_deleted)
+def test_force_deletion(outcome: Any) -> None:
+    record = outcome
+    assert record["status"]["outcome"] == "ForceDeleted"
+    assert record["status"]["termination"]["gracePeriodSeconds"] == 0
+    assert entries(record, "ForceDeleted")
+
+
+@pytest.mark.scenario(out_of_endpoints)
+def test_taken_out_of_the_service_endpoints_on_deletion(outcome: Any) -> None:
+    record = outcome
+    requested, _ = deletion(record)
+    changes = [e for e in entries(record, "EndpointChanged") if "terminating" in e["summary"]]
+    assert changes, "the endpoint turned terminating"
+    turned = parse_time(changes[0]["time"])
+    assert (turned - requested).total_seconds() < 5
+    removed = entry(record, "RemovedFromEndpoints")
+    assert "web" in removed["summary"]
+    assert parse_time(removed["time"]) >= turned
+
+
+@pytest.mark.scenario(evicted)
+def test_eviction_through_the_eviction_api(outcome: Any) -> None:
+    record = outcome
+    assert record["status"]["outcome"] == "Evicted"
+    assert record["status"]["termination"].get("disruptionReason") == "EvictionByEvictionAPI"
