@@ -34,8 +34,13 @@ def test_environment_then_flags() -> None:
 
 @pytest.mark.parametrize(
     "argv",
-    [["--max-records", "0"], ["--retention-seconds", "-1"], ["--health-port", "70000"],
-     ["--log-format", "xml"], ["--coalesce-seconds", "soon"]],
+    [
+        ["--max-records", "0"],
+        ["--retention-seconds", "-1"],
+        ["--health-port", "70000"],
+        ["--log-format", "xml"],
+        ["--coalesce-seconds", "soon"],
+    ],
 )
 def test_impossible_values_are_refused_with_the_flag_named(
     argv: list[str], capsys: pytest.CaptureFixture[str]

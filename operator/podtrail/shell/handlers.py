@@ -12,7 +12,7 @@ import contextlib
 import dataclasses
 import logging
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import kopf
 from prometheus_client import start_http_server
@@ -70,6 +70,14 @@ def build_registry(settings: PodtrailSettings, metrics: Metrics) -> kopf.Operato
         _tune_kopf(settings)
         memo.runtime = await _start_runtime(options, metrics)
 
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # Kopf's built-in logins need no extra client library: in-cluster first, then kubeconfig.
+        info: kopf.ConnectionInfo | None = kopf.login_with_service_account(
+            **kwargs
+        ) or kopf.login_with_kubeconfig(**kwargs)
+        return info
+
     @kopf.on.cleanup(registry=registry)
     async def stop(memo: kopf.Memo, **_: Any) -> None:
         runtime: Runtime | None = getattr(memo, "runtime", None)
@@ -83,11 +91,13 @@ def build_registry(settings: PodtrailSettings, metrics: Metrics) -> kopf.Operato
 
     @kopf.on.event("", "v1", "pods", registry=registry)
     async def pod_changed(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-        observe_pod(memo.runtime, event["object"], deleted=event.get("type") == "DELETED")
+        raw = cast(dict[str, Any], event["object"])
+        observe_pod(memo.runtime, raw, deleted=event.get("type") == "DELETED")
 
     @kopf.on.event(kube_module.GROUP, kube_module.VERSION, kube_module.PLURAL, registry=registry)
     async def record_changed(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-        await observe_record(memo.runtime, event["object"], deleted=event.get("type") == "DELETED")
+        raw = cast(dict[str, Any], event["object"])
+        await observe_record(memo.runtime, raw, deleted=event.get("type") == "DELETED")
 
     @kopf.on.probe(id="pending", registry=registry)
     def pending(memo: kopf.Memo, **_: Any) -> int:
@@ -154,8 +164,8 @@ def _tune_kopf(settings: kopf.OperatorSettings) -> None:
 async def _start_runtime(settings: PodtrailSettings, metrics: Metrics) -> Runtime:
     kube = await Kube.connect(settings.kubeconfig)
     scope = Scope(namespaces=settings.namespaces, opt_in=settings.opt_in)
-    for namespace in await kube.list_namespaces():
-        scope.learn_namespace(namespace)
+    for namespace_object in await kube.list_namespaces():
+        scope.learn_namespace(namespace_object)
     writer = RecordWriter(
         kube,
         limits=_limits(settings),

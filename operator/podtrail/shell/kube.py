@@ -19,7 +19,6 @@ KIND = "PodLifecycleRecord"
 
 _PAGE = 500
 _WATCH_SECONDS = 290
-_MERGE_PATCH = "application/merge-patch+json"
 
 Raw = dict[str, Any]
 
@@ -28,24 +27,26 @@ class KubeError(Exception):
     """An API call failed in a way its caller handles."""
 
 
-class Conflict(KubeError):
+class ConflictError(KubeError):
     """The object changed since it was read (HTTP 409)."""
 
 
-class NotFound(KubeError):
+class NotFoundError(KubeError):
     """The object does not exist (HTTP 404)."""
 
 
-class AlreadyExists(KubeError):
+class AlreadyExistsError(KubeError):
     """The object exists already (HTTP 409 on create)."""
 
 
 def _translate(error: ApiException) -> Exception:
     if error.status == 404:
-        return NotFound(error.reason)
+        return NotFoundError(error.reason)
     if error.status == 409:
         body = error.body if isinstance(error.body, str) else ""
-        return AlreadyExists(error.reason) if "AlreadyExists" in body else Conflict(error.reason)
+        if "AlreadyExists" in body:
+            return AlreadyExistsError(error.reason)
+        return ConflictError(error.reason)
     return error
 
 
@@ -77,7 +78,7 @@ class Kube:
         configuration = client.Configuration()
         if kubeconfig is None:
             try:
-                config.load_incluster_config(client_configuration=configuration)
+                config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
             except config.ConfigException:
                 await config.load_kube_config(client_configuration=configuration)
         else:
@@ -116,9 +117,7 @@ class Kube:
                 return None
             raise _translate(error) from error
 
-    async def create_record(
-        self, namespace: str, name: str, labels: Mapping[str, str]
-    ) -> Raw:
+    async def create_record(self, namespace: str, name: str, labels: Mapping[str, str]) -> Raw:
         """A new record for a pod, without status (the status subresource ignores it here)."""
         body = {
             "apiVersion": f"{GROUP}/{VERSION}",
@@ -155,16 +154,14 @@ class Kube:
             raise _translate(error) from error
 
     async def patch_record_labels(
-        self, namespace: str, name: str, labels: Mapping[str, str | None]
+        self, namespace: str, name: str, labels: Mapping[str, str]
     ) -> Raw:
-        """Set (or, with None, remove) labels of a record."""
+        """Make a record's labels exactly these (a JSON patch replaces the whole map)."""
+        patch = [{"op": "add", "path": "/metadata/labels", "value": dict(labels)}]
         try:
             return await _json(
                 self._custom.patch_namespaced_custom_object(
-                    GROUP, VERSION, namespace, PLURAL, name,
-                    {"metadata": {"labels": dict(labels)}},
-                    _content_type=_MERGE_PATCH,
-                    _preload_content=False,
+                    GROUP, VERSION, namespace, PLURAL, name, patch, _preload_content=False
                 )
             )
         except ApiException as error:
@@ -174,7 +171,11 @@ class Kube:
         """Delete a record, only that very object (a record recreated meanwhile is kept)."""
         try:
             await self._custom.delete_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, name,
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
                 body=client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid)),
                 _preload_content=False,
             )

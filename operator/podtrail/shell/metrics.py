@@ -17,11 +17,15 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         self.facts = Counter(
-            "podtrail_facts_total", "Timeline facts recorded, by type.", ["type"],
+            "podtrail_facts_total",
+            "Timeline facts recorded, by type.",
+            ["type"],
             registry=self.registry,
         )
         self.outcomes = Counter(
-            "podtrail_outcomes_total", "Pods whose life ended, by outcome.", ["outcome"],
+            "podtrail_outcomes_total",
+            "Pods whose life ended, by outcome.",
+            ["outcome"],
             registry=self.registry,
         )
         self.lifecycle = Histogram(
@@ -32,8 +36,10 @@ class Metrics:
             registry=self.registry,
         )
         self.writes = Counter(
-            "podtrail_status_writes_total", "Record writes, by kind and result.",
-            ["kind", "result"], registry=self.registry,
+            "podtrail_status_writes_total",
+            "Record writes, by kind and result.",
+            ["kind", "result"],
+            registry=self.registry,
         )
         self.write_lag = Histogram(
             "podtrail_write_lag_seconds",
@@ -42,24 +48,32 @@ class Metrics:
             registry=self.registry,
         )
         self.observations = Counter(
-            "podtrail_observations_total", "Observations received, by stream.", ["stream"],
+            "podtrail_observations_total",
+            "Observations received, by stream.",
+            ["stream"],
             registry=self.registry,
         )
         self.pending = Gauge(
-            "podtrail_records_pending", "Records with facts not yet written.",
+            "podtrail_records_pending",
+            "Records with facts not yet written.",
             registry=self.registry,
         )
         self.records = Gauge(
-            "podtrail_records_known", "Records the operator keeps in memory.",
+            "podtrail_records_known",
+            "Records the operator keeps in memory.",
             registry=self.registry,
         )
         self.swept = Counter(
-            "podtrail_records_deleted_total", "Records deleted by the sweep, by reason.",
-            ["reason"], registry=self.registry,
+            "podtrail_records_deleted_total",
+            "Records deleted by the sweep, by reason.",
+            ["reason"],
+            registry=self.registry,
         )
         self.stream_restarts = Counter(
-            "podtrail_stream_restarts_total", "Watch streams restarted, by stream and cause.",
-            ["stream", "cause"], registry=self.registry,
+            "podtrail_stream_restarts_total",
+            "Watch streams restarted, by stream and cause.",
+            ["stream", "cause"],
+            registry=self.registry,
         )
 
     def observe_status_change(

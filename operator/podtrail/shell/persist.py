@@ -32,19 +32,23 @@ _MAX_ATTEMPTS = 5
 class RecordStore(Protocol):
     """What the writer needs of the API (kube.Kube has it; tests give a fake)."""
 
-    async def get_record(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    async def get_record(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The record, or None."""
 
     async def create_record(
         self, namespace: str, name: str, labels: Mapping[str, str]
-    ) -> dict[str, Any]: ...
+    ) -> dict[str, Any]:
+        """A new record; raises AlreadyExistsError."""
 
     async def replace_record_status(
         self, namespace: str, name: str, resource_version: str, status: Mapping[str, Any]
-    ) -> dict[str, Any]: ...
+    ) -> dict[str, Any]:
+        """Write the status; raises ConflictError or NotFoundError."""
 
     async def patch_record_labels(
-        self, namespace: str, name: str, labels: Mapping[str, str | None]
-    ) -> dict[str, Any]: ...
+        self, namespace: str, name: str, labels: Mapping[str, str]
+    ) -> dict[str, Any]:
+        """Make the record's labels exactly these."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -173,9 +177,7 @@ class RecordWriter:
         state.pending.append(_Pending(observation, received_at, self._monotonic()))
         for fact in step.facts:
             self._metrics.facts.labels(type=fact.type).inc()
-            log.info(
-                "fact", namespace=key[0], pod=key[1], **fact.as_log()
-            )
+            log.info("fact", namespace=key[0], pod=key[1], **fact.as_log())
         self._schedule(state, immediately=step.terminal)
         return step.facts
 
@@ -242,7 +244,9 @@ class RecordWriter:
             except Exception as error:  # keep the facts; try again after a window
                 self._metrics.writes.labels(kind="status", result="error").inc()
                 log.warning(
-                    "record write failed; will retry", namespace=key[0], record=key[1],
+                    "record write failed; will retry",
+                    namespace=key[0],
+                    record=key[1],
                     error=repr(error),
                 )
                 self._schedule(state, immediately=False)
@@ -264,11 +268,11 @@ class RecordWriter:
                 record = await self._store.replace_record_status(
                     state.namespace, state.name, state.resource_version or "", status
                 )
-            except kube.Conflict:
+            except kube.ConflictError:
                 self._metrics.writes.labels(kind="status", result="conflict").inc()
                 await self._reload(state)
                 continue
-            except kube.NotFound:
+            except kube.NotFoundError:
                 self._metrics.writes.labels(kind="status", result="gone").inc()
                 state.exists = False
                 continue
@@ -295,15 +299,14 @@ class RecordWriter:
             )
             self._metrics.writes.labels(kind="create", result="ok").inc()
             state.adopt(record)
-        except kube.AlreadyExists:
+        except kube.AlreadyExistsError:
             self._metrics.writes.labels(kind="create", result="exists").inc()
             await self._reload(state)
 
     async def _write_labels(self, state: RecordState) -> None:
-        wanted = state.labels or {}
-        change: dict[str, str | None] = {k: None for k in state.stored_labels if k not in wanted}
-        change.update(wanted)
-        record = await self._store.patch_record_labels(state.namespace, state.name, change)
+        record = await self._store.patch_record_labels(
+            state.namespace, state.name, state.labels or {}
+        )
         self._metrics.writes.labels(kind="labels", result="ok").inc()
         meta = record.get("metadata") or {}
         state.resource_version = meta.get("resourceVersion")

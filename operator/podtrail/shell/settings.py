@@ -14,7 +14,7 @@ LogFormat = Literal["json", "console"]
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class PodtrailSettings:
-    """Everything an operator run can be told; each option has a flag and a `PODTRAIL_*` variable."""
+    """Everything an operator run can be told; each option has a flag and a PODTRAIL_* variable."""
 
     namespaces: tuple[str, ...] = ()
     """Namespaces to track; empty means all namespaces."""
@@ -32,7 +32,7 @@ class PodtrailSettings:
     """At most this many records in the cluster, with the same rule."""
 
     timeline_entries: int = 200
-    """Timeline entries kept per record; older, less important entries are dropped and counted."""
+    """Timeline entries kept per record; the less important are dropped first, and counted."""
 
     message_length: int = 256
     """Event and status messages are cut to this many characters."""
@@ -41,7 +41,7 @@ class PodtrailSettings:
     """Summaries of earlier pods with the same name kept per record."""
 
     coalesce_seconds: float = 1.0
-    """Status writes of one record are gathered for this long; terminal facts are written at once."""
+    """One record's status writes are gathered this long; terminal facts are written at once."""
 
     sweep_seconds: float = 60.0
     """How often the retention sweep runs."""
@@ -93,7 +93,8 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         "--opt-in",
         action="store_true",
         default=_env_bool(env.get("PODTRAIL_OPT_IN", "false")),
-        help='track only pods or namespaces annotated podtrail.io/track: "true" (env PODTRAIL_OPT_IN)',
+        help='track only pods or namespaces annotated podtrail.io/track: "true" '
+        "(env PODTRAIL_OPT_IN)",
     )
     numeric: Sequence[tuple[str, type[int] | type[float], str]] = (
         ("retention-seconds", int, "keep records this long after the pod is gone"),

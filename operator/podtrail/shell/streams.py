@@ -121,7 +121,7 @@ async def follow_endpoint_slices(
     metrics: Metrics,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> None:
-    """Feed each tracked pod's endpoint changes (ready/serving/terminating, removal) to its record."""
+    """Feed each tracked pod's endpoint changes (conditions, removal) to its record."""
     known: dict[str, dict[str, Any]] = {}
 
     def restarted(cause: str) -> None:

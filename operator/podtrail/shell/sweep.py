@@ -62,7 +62,9 @@ async def sweep_once(
         writer.forget(removal.namespace, removal.name, state.uid)
         metrics.swept.labels(reason=removal.reason).inc()
         log.info(
-            "record deleted", namespace=removal.namespace, record=removal.name,
+            "record deleted",
+            namespace=removal.namespace,
+            record=removal.name,
             reason=removal.reason,
         )
     return removals

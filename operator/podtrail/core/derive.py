@@ -1,0 +1,725 @@
+"""Observation + record → facts.
+
+Facts are derived by comparing what is observed with what the record already holds (phase,
+conditions, per-container counters and times, the Event ledger, endpoint memberships), so a
+repeated observation derives nothing new even when the timeline has dropped old entries.
+Keys come from the pod UID, what happened and Kubernetes' own timestamps and counters.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from .clock import format_time, seconds_between
+from .facts import (
+    ContainerKind,
+    Fact,
+    FactType,
+    Merge,
+    Probe,
+    Source,
+    make_key,
+    one_line,
+    signal_of,
+)
+from .limits import Limits
+from .model import Deletion, Record
+from .observe import (
+    ConditionSeen,
+    ContainerSeen,
+    EndpointSeen,
+    EventSeen,
+    Observation,
+    PodGone,
+    PodSeen,
+    RunEnd,
+)
+from .termination import ContainerEnd, DeletionWindow, Verdict, judge_container
+
+SUMMARY_TEXT = 160
+
+
+def derive(
+    record: Record, observation: Observation, *, now: datetime, limits: Limits
+) -> list[Fact]:
+    """The facts an observation adds to a record (before de-duplication by key).
+
+    Args:
+        record: The record's state (already routed to the observation's pod instance).
+        observation: What was observed.
+        now: The operator's clock, used only where Kubernetes records no time.
+        limits: Bounds (message length).
+
+    Returns:
+        Candidate facts; the reducer drops those whose key is already recorded (ONCE).
+    """
+    if isinstance(observation, PodSeen):
+        return _pod_facts(record, observation, now, limits)
+    if isinstance(observation, EventSeen):
+        return _event_facts(record, observation, limits)
+    if isinstance(observation, EndpointSeen):
+        return _endpoint_facts(record, observation)
+    return _gone_facts(record, observation)
+
+
+def uid_of(record: Record, pod_uid: str | None) -> str:
+    """The UID used in keys: the observation's, else the record's, else a placeholder."""
+    return pod_uid or record.pod_uid or "-"
+
+
+def _text(value: str | None, limit: int = SUMMARY_TEXT) -> str:
+    return one_line(value, limit) or ""
+
+
+def _label(name: str, kind: str) -> str:
+    if kind == ContainerKind.INIT:
+        return f"init container {name}"
+    if kind == ContainerKind.SIDECAR:
+        return f"sidecar {name}"
+    return f"container {name}"
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+# --- Pods --------------------------------------------------------------------------------
+
+
+def _pod_facts(record: Record, pod: PodSeen, now: datetime, limits: Limits) -> list[Fact]:
+    uid = uid_of(record, pod.pod_uid)
+    msg = limits.message_cap()
+    facts: list[Fact] = []
+    if record.created is None:
+        owner = f" by {pod.owner.kind} {pod.owner.name}" if pod.owner else ""
+        facts.append(
+            Fact(
+                key=make_key(uid, FactType.CREATED),
+                type=FactType.CREATED,
+                time=pod.created or now,
+                summary=f"Pod created{owner}; phase Pending",
+                source=Source.STATUS if pod.created else Source.OBSERVED,
+                pod_uid=pod.pod_uid,
+            )
+        )
+    facts += _phase_facts(record, pod, uid, now, msg)
+    facts += _condition_facts(record, pod, uid, now, msg)
+    facts += _deletion_facts(record, pod, uid)
+    window = _window(record, pod)
+    for container in pod.containers:
+        if container.has_status:
+            facts += _container_facts(record, pod, container, uid, window, now, limits)
+    return facts
+
+
+def _phase_time(pod: PodSeen, now: datetime) -> tuple[datetime, str]:
+    apps = [c for c in pod.containers if c.kind == ContainerKind.APP]
+    if pod.phase == "Pending" and pod.created:
+        return pod.created, Source.STATUS
+    if pod.phase == "Running":
+        starts = [
+            t
+            for c in apps
+            for t in (c.started_at, c.last_ended.started_at if c.last_ended else None)
+            if t is not None
+        ]
+        if starts:
+            return min(starts), Source.INFERRED
+    if pod.phase in ("Succeeded", "Failed"):
+        ends = [c.ended.finished_at for c in apps if c.ended and c.ended.finished_at]
+        if ends:
+            return max(ends), Source.INFERRED
+    return now, Source.OBSERVED
+
+
+def _phase_facts(record: Record, pod: PodSeen, uid: str, now: datetime, msg: int) -> list[Fact]:
+    if pod.phase is None or pod.phase == record.phase:
+        return []
+    if record.phase is None and pod.phase == "Pending":
+        return []
+    time, source = _phase_time(pod, now)
+    if record.phase is None:
+        summary = f"Phase {pod.phase} (first observed)"
+    else:
+        summary = f"Phase {record.phase} → {pod.phase}"
+    if pod.reason:
+        summary += f" ({pod.reason})"
+    return [
+        Fact(
+            key=make_key(uid, FactType.PHASE_CHANGED, record.phase, pod.phase),
+            type=FactType.PHASE_CHANGED,
+            time=time,
+            summary=summary,
+            source=source,
+            reason=pod.reason,
+            message=one_line(pod.message, msg),
+            from_phase=record.phase,
+            to_phase=pod.phase,
+            merge=Merge.ADD,
+            pod_uid=pod.pod_uid,
+        )
+    ]
+
+
+_DISRUPTIONS = {
+    "EvictionByEvictionAPI": (FactType.EVICTED, "Evicted through the Eviction API"),
+    "TerminationByKubelet": (FactType.EVICTED, "Evicted by the kubelet"),
+    "PreemptionByScheduler": (FactType.PREEMPTED, "Preempted by the scheduler"),
+    "DeletionByTaintManager": (FactType.TAINT_MANAGER_DELETION, "Deleted by the taint manager"),
+}
+
+_FIRST_SIGHT_FALSE = frozenset({"PodScheduled", "DisruptionTarget"})
+
+
+def _condition_facts(record: Record, pod: PodSeen, uid: str, now: datetime, msg: int) -> list[Fact]:
+    facts: list[Fact] = []
+    for cond in pod.conditions:
+        old = record.condition(cond.type)
+        if old is not None and (old.status, old.last_transition_time) == (
+            cond.status,
+            cond.last_transition_time,
+        ):
+            continue
+        if old is None and cond.status != "True" and cond.type not in _FIRST_SIGHT_FALSE:
+            continue
+        facts.append(_condition_fact(cond, pod, uid, now, msg))
+    if pod.reason == "Evicted" and record.pod_reason != "Evicted":
+        target = next((c for c in pod.conditions if c.type == "DisruptionTarget"), None)
+        time = target.last_transition_time if target else None
+        facts.append(
+            Fact(
+                key=make_key(uid, FactType.EVICTED),
+                type=FactType.EVICTED,
+                time=time or now,
+                summary=f"Evicted by the kubelet: {_text(pod.message)}".rstrip(": "),
+                source=Source.STATUS if time else Source.OBSERVED,
+                reason=pod.reason,
+                message=one_line(pod.message, msg),
+                pod_uid=pod.pod_uid,
+            )
+        )
+    return facts
+
+
+def _condition_fact(cond: ConditionSeen, pod: PodSeen, uid: str, now: datetime, msg: int) -> Fact:
+    time = cond.last_transition_time or now
+    source = Source.STATUS if cond.last_transition_time else Source.OBSERVED
+
+    def fact(key: str, fact_type: str, summary: str) -> Fact:
+        return Fact(
+            key=key,
+            type=fact_type,
+            time=time,
+            summary=summary,
+            source=source,
+            reason=cond.reason,
+            message=one_line(cond.message, msg),
+            pod_uid=pod.pod_uid,
+        )
+
+    if cond.type == "PodScheduled" and cond.status == "True":
+        node = pod.node_name or "an unknown node"
+        return fact(
+            make_key(uid, FactType.SCHEDULED), FactType.SCHEDULED, f"Scheduled to node {node}"
+        )
+    if cond.type == "PodReadyToStartContainers" and cond.status == "True":
+        return fact(
+            make_key(uid, FactType.SANDBOX_READY, cond.last_transition_time),
+            FactType.SANDBOX_READY,
+            "Pod sandbox ready: network configured, containers can start",
+        )
+    disruption = _DISRUPTIONS.get(cond.reason or "")
+    if cond.type == "DisruptionTarget" and cond.status == "True" and disruption:
+        fact_type, text = disruption
+        detail = _text(cond.message)
+        return fact(make_key(uid, fact_type), fact_type, f"{text}: {detail}" if detail else text)
+    summary = f"Condition {cond.type} is {cond.status}"
+    if cond.reason:
+        summary += f" ({cond.reason})"
+    return fact(
+        make_key(uid, FactType.CONDITION_CHANGED, cond.type, cond.status, time),
+        FactType.CONDITION_CHANGED,
+        summary,
+    )
+
+
+def _window(record: Record, pod: PodSeen) -> DeletionWindow | None:
+    if pod.deletion_timestamp is not None:
+        grace = pod.deletion_grace_seconds or 0
+        deletion = Deletion(pod.deletion_timestamp, grace)
+        return DeletionWindow(deletion.requested_at, grace)
+    if record.deletion is not None:
+        return DeletionWindow(record.deletion.requested_at, record.deletion.grace_seconds)
+    return None
+
+
+def _deletion_facts(record: Record, pod: PodSeen, uid: str) -> list[Fact]:
+    stamp = pod.deletion_timestamp
+    if stamp is None or (record.deletion is not None and record.deletion.timestamp == stamp):
+        return []
+    window = _window(record, pod)
+    assert window is not None
+    grace = window.grace_seconds
+    deadline = format_time(window.deadline)
+    if grace == 0 and pod.node_name:
+        return [
+            Fact(
+                key=make_key(uid, FactType.FORCE_DELETED, stamp),
+                type=FactType.FORCE_DELETED,
+                time=window.requested_at,
+                summary="Force deleted: grace period 0, containers killed at once",
+                source=Source.STATUS,
+                pod_uid=pod.pod_uid,
+            )
+        ]
+    if not pod.node_name:
+        summary = "Deletion requested before scheduling: the pod is removed at once"
+    else:
+        summary = f"Deletion requested: grace period {grace}s, SIGKILL deadline {deadline}"
+    return [
+        Fact(
+            key=make_key(uid, FactType.DELETION_REQUESTED, stamp),
+            type=FactType.DELETION_REQUESTED,
+            time=window.requested_at,
+            summary=summary,
+            source=Source.STATUS,
+            pod_uid=pod.pod_uid,
+        )
+    ]
+
+
+# --- Containers ----------------------------------------------------------------------------
+
+
+def _container_facts(
+    record: Record,
+    pod: PodSeen,
+    c: ContainerSeen,
+    uid: str,
+    window: DeletionWindow | None,
+    now: datetime,
+    limits: Limits,
+) -> list[Fact]:
+    old = record.container(c.name)
+    label = _label(c.name, c.kind)
+    msg = limits.message_cap()
+    facts: list[Fact] = []
+
+    known_start = old.started_at if old else None
+    starts = sorted(
+        {t for t in (c.last_ended.started_at if c.last_ended else None, c.started_at) if t}
+    )
+    for start in starts:
+        if known_start is not None and start <= known_start:
+            continue
+        fact_type = (
+            FactType.SIDECAR_STARTED
+            if c.kind == ContainerKind.SIDECAR
+            else FactType.CONTAINER_STARTED
+        )
+        suffix = (
+            f" (restart {c.restart_count})" if c.restart_count and start == c.started_at else ""
+        )
+        facts.append(
+            Fact(
+                key=make_key(uid, c.name, "started", start),
+                type=fact_type,
+                time=start,
+                summary=f"{_cap(label)} started{suffix}",
+                source=Source.STATUS,
+                container=c.name,
+                pod_uid=pod.pod_uid,
+            )
+        )
+
+    known_end = old.finished_at if old else None
+    ends = sorted(
+        (e for e in (c.last_ended, c.ended) if e is not None and e.finished_at is not None),
+        key=lambda e: e.finished_at or now,
+    )
+    seen_ends: set[datetime] = set()
+    for end in ends:
+        assert end.finished_at is not None
+        if end.finished_at in seen_ends:
+            continue
+        seen_ends.add(end.finished_at)
+        if known_end is not None and end.finished_at <= known_end:
+            continue
+        facts.append(_end_fact(pod, c, end, uid, window, label, limits))
+    if (
+        c.ended is not None
+        and c.ended.finished_at is None
+        and not (old and old.state == "terminated" and old.restart_count == c.restart_count)
+    ):
+        facts.append(
+            _end_fact(pod, c, c.ended, uid, window, label, limits, fallback=(now, c.restart_count))
+        )
+
+    old_restarts = old.restart_count if old else 0
+    if c.restart_count > old_restarts:
+        last = c.last_ended
+        when = c.started_at if c.state == "running" else None
+        when = when or (last.finished_at if last else None)
+        detail = ""
+        if last is not None and last.exit_code is not None:
+            detail = f"; previous run exit {last.exit_code}"
+            if last.reason:
+                detail += f" ({last.reason})"
+        facts.append(
+            Fact(
+                key=make_key(uid, c.name, FactType.CONTAINER_RESTARTED),
+                type=FactType.CONTAINER_RESTARTED,
+                time=when or now,
+                summary=f"{_cap(label)} restarted (restart count {c.restart_count}{detail})",
+                source=Source.STATUS if when else Source.OBSERVED,
+                container=c.name,
+                reason=last.reason if last else None,
+                message=one_line(last.message, msg) if last else None,
+                exit_code=last.exit_code if last else None,
+                signal=signal_of(last.exit_code) if last else None,
+                count=c.restart_count - old_restarts,
+                last_time=when or now,
+                merge=Merge.ADD,
+                pod_uid=pod.pod_uid,
+            )
+        )
+
+    if (
+        c.state == "waiting"
+        and c.reason
+        and (old is None or old.state != "waiting" or old.reason != c.reason)
+    ):
+        last_end = c.last_ended.finished_at if c.last_ended else None
+        waited = last_end if c.reason == "CrashLoopBackOff" and last_end else None
+        detail = _text(c.message, 120)
+        facts.append(
+            Fact(
+                key=make_key(uid, c.name, "waiting", c.reason),
+                type=FactType.CONTAINER_WAITING,
+                time=waited or now,
+                summary=f"{_cap(label)} waiting: {c.reason}" + (f": {detail}" if detail else ""),
+                source=Source.INFERRED if waited else Source.OBSERVED,
+                container=c.name,
+                reason=c.reason,
+                message=one_line(c.message, msg),
+                merge=Merge.ADD,
+                pod_uid=pod.pod_uid,
+            )
+        )
+
+    old_ready = old.ready if old else False
+    if c.ready != old_ready and (c.ready or c.state == "running"):
+        facts.append(_ready_fact(pod, c, uid, label, now))
+
+    old_started = old.started if old else None
+    if c.startup_probe and c.started is True and old_started is not True and c.state == "running":
+        facts.append(
+            Fact(
+                key=make_key(uid, c.name, "startup-passed", c.restart_count),
+                type=FactType.STARTUP_PROBE_PASSED,
+                time=now,
+                summary=f"{_cap(label)} passed its startup probe",
+                source=Source.OBSERVED,
+                container=c.name,
+                probe=Probe.STARTUP,
+                pod_uid=pod.pod_uid,
+            )
+        )
+    return facts
+
+
+def _ready_fact(pod: PodSeen, c: ContainerSeen, uid: str, label: str, now: datetime) -> Fact:
+    cond = next((x for x in pod.conditions if x.type == "ContainersReady"), None)
+    time, source = now, Source.OBSERVED
+    if (
+        cond is not None
+        and cond.last_transition_time is not None
+        and (cond.status == "True") == c.ready
+        and (c.started_at is None or cond.last_transition_time >= c.started_at)
+    ):
+        time, source = cond.last_transition_time, Source.INFERRED
+    if c.ready:
+        fact_type = (
+            FactType.SIDECAR_READY if c.kind == ContainerKind.SIDECAR else FactType.CONTAINER_READY
+        )
+        summary = f"{_cap(label)} ready"
+    else:
+        fact_type, summary = FactType.CONTAINER_NOT_READY, f"{_cap(label)} not ready"
+    return Fact(
+        key=make_key(uid, c.name, "ready" if c.ready else "not-ready", c.restart_count),
+        type=fact_type,
+        time=time,
+        summary=summary,
+        source=source,
+        container=c.name,
+        last_time=time,
+        merge=Merge.ADD,
+        pod_uid=pod.pod_uid,
+    )
+
+
+def _end_fact(
+    pod: PodSeen,
+    c: ContainerSeen,
+    end: RunEnd,
+    uid: str,
+    window: DeletionWindow | None,
+    label: str,
+    limits: Limits,
+    fallback: tuple[datetime, int] | None = None,
+) -> Fact:
+    time = end.finished_at or (fallback[0] if fallback else None)
+    assert time is not None
+    ident: object = end.finished_at if end.finished_at else f"run{fallback[1] if fallback else 0}"
+    code = end.exit_code
+    code_text = f"exit {code}" if code is not None else "exit code unknown"
+    if end.reason:
+        code_text += f" ({end.reason})"
+    fact_type: str = FactType.CONTAINER_TERMINATED
+    source: str = Source.STATUS if end.finished_at else Source.OBSERVED
+    signal = signal_of(code)
+    summary = f"{_cap(label)} terminated: {code_text}"
+    if c.kind == ContainerKind.INIT and code == 0:
+        summary = f"{_cap(label)} completed (exit 0)"
+    if end.reason == "OOMKilled":
+        fact_type, signal = FactType.OOM_KILLED, "KILL"
+        summary = f"{_cap(label)} killed by the OOM killer: {code_text}"
+    elif window is not None and c.kind != ContainerKind.INIT and end.finished_at is not None:
+        judged = judge_container(
+            window,
+            ContainerEnd(c.name, True, code, end.reason, end.finished_at, c.pre_stop),
+            slack_seconds=limits.kill_slack_seconds,
+        )
+        if judged is not None:
+            signal = judged.signal
+            after = seconds_between(window.requested_at, end.finished_at)
+            timing = f"T+{after:.1f}s, deadline T+{window.grace_seconds}s"
+            if judged.verdict is Verdict.EXITED_ON_TERM:
+                fact_type, source = FactType.EXITED_ON_TERM, Source.INFERRED
+                summary = f"{_cap(label)} exited on SIGTERM: {code_text} at {timing}"
+            elif judged.verdict is Verdict.KILLED_AFTER_GRACE:
+                fact_type, source = FactType.KILLED_AFTER_GRACE, Source.INFERRED
+                extension = " (+2s preStop extension)" if c.pre_stop else ""
+                summary = (
+                    f"{_cap(label)} SIGKILLed when the grace period ran out (inferred): "
+                    f"{code_text} at {timing}{extension}"
+                )
+            else:
+                summary = (
+                    f"{_cap(label)} terminated after the deletion request: {code_text} at {timing}"
+                )
+    return Fact(
+        key=make_key(uid, c.name, "terminated", ident),
+        type=fact_type,
+        time=time,
+        summary=summary,
+        source=source,
+        container=c.name,
+        reason=end.reason,
+        message=one_line(end.message, limits.message_cap()),
+        exit_code=code,
+        signal=signal,
+        pod_uid=pod.pod_uid,
+    )
+
+
+# --- Events --------------------------------------------------------------------------------
+
+_PROBES = (
+    ("liveness probe", Probe.LIVENESS),
+    ("readiness probe", Probe.READINESS),
+    ("startup probe", Probe.STARTUP),
+)
+_PULL_WORDS = ("pull", "image", "errimage")
+_NODE = re.compile(r" to (\S+)\s*$")
+_IMAGE = re.compile(r'image "([^"]+)"')
+
+_Rule = tuple[str, Merge, tuple[object, ...], str | None]
+
+
+def _probe_of(message: str) -> Probe | None:
+    lowered = message.lower()
+    for text, probe in _PROBES:
+        if text in lowered:
+            return probe
+    return None
+
+
+def _event_rule(record: Record, ev: EventSeen) -> _Rule | None:
+    """(type, merge, key parts after the UID, probe) for an Event; None to ignore it."""
+    c = ev.container
+    message = ev.message or ""
+    lowered = message.lower()
+    reason = ev.reason
+    if reason == "Scheduled":
+        return FactType.SCHEDULED, Merge.ONCE, (), None
+    if reason == "FailedScheduling":
+        return FactType.FAILED_SCHEDULING, Merge.ADD, (), None
+    if reason == "Pulling":
+        return FactType.IMAGE_PULLING, Merge.ADD, (c,), None
+    if reason == "Pulled":
+        return FactType.IMAGE_PULLED, Merge.ADD, (c,), None
+    if reason in ("ErrImageNeverPull", "InspectFailed") or (
+        reason == "Failed" and any(word in lowered for word in _PULL_WORDS)
+    ):
+        return FactType.IMAGE_PULL_FAILED, Merge.ADD, (c,), None
+    if reason == "BackOff":
+        what = "image" if "pulling image" in lowered else "restart"
+        return FactType.BACK_OFF, Merge.ADD, (c, what), None
+    if reason == "Killing":
+        probe = _probe_of(message) if "will be restarted" in lowered else None
+        if probe is not None:
+            return FactType.LIVENESS_RESTART, Merge.ADD, (c, probe), probe
+        return FactType.KILLING_STARTED, Merge.ONCE, (c, ev.first_time), None
+    if reason == "Unhealthy":
+        probe = _probe_of(message)
+        if probe is not None:
+            return FactType.PROBE_FAILED, Merge.ADD, (c, probe), probe
+    if reason == "FailedPostStartHook":
+        return FactType.POST_START_HOOK_FAILED, Merge.ADD, (c,), None
+    if reason == "FailedPreStopHook":
+        return FactType.PRE_STOP_HOOK_FAILED, Merge.ONCE, (c, ev.first_time), None
+    if reason == "Preempted":
+        return FactType.PREEMPTED, Merge.ONCE, (), None
+    if reason == "Evicted":
+        return FactType.EVICTED, Merge.ONCE, (), None
+    if reason == "TaintManagerEviction" and lowered.startswith("marking for deletion"):
+        return FactType.TAINT_MANAGER_DELETION, Merge.ONCE, (), None
+    if ev.type == "Warning" or reason in ("SandboxChanged", "NodeNotReady"):
+        return FactType.EVENT_REPORTED, Merge.ADD, (c, reason), None
+    return None
+
+
+def _event_summary(record: Record, ev: EventSeen, fact_type: str) -> str:
+    kind = ContainerKind.INIT if ev.init_container else ContainerKind.APP
+    known = record.container(ev.container)
+    if known is not None:
+        kind = next((k for k in ContainerKind if k.value == known.kind), kind)
+    label = _label(ev.container, kind) if ev.container else "pod"
+    message = _text(ev.message)
+    image = _IMAGE.search(ev.message or "")
+    image_text = f" {image.group(1)[:120]}" if image else ""
+    node = _NODE.search(ev.message or "")
+    texts: dict[str, str] = {
+        FactType.SCHEDULED: f"Scheduled to node {node.group(1)[:120] if node else '?'}",
+        FactType.FAILED_SCHEDULING: f"Scheduling failed: {message}",
+        FactType.IMAGE_PULLING: f"Pulling image{image_text} for {label}",
+        FactType.IMAGE_PULLED: f"Image{image_text} ready for {label}: {message}",
+        FactType.IMAGE_PULL_FAILED: f"Image pull failed for {label}: {message}",
+        FactType.BACK_OFF: f"Back-off for {label}: {message}",
+        FactType.LIVENESS_RESTART: f"{_cap(label)} restarted by the kubelet: {message}",
+        FactType.KILLING_STARTED: f"Kubelet stopping {label}: {message}",
+        FactType.PROBE_FAILED: f"{_cap(label)}: {message}",
+        FactType.POST_START_HOOK_FAILED: f"postStart hook failed for {label}: {message}",
+        FactType.PRE_STOP_HOOK_FAILED: f"preStop hook failed for {label}: {message}",
+        FactType.PREEMPTED: f"Preempted: {message}",
+        FactType.EVICTED: f"Evicted: {message}",
+        FactType.TAINT_MANAGER_DELETION: f"Deleted by the taint manager: {message}",
+    }
+    text = texts.get(fact_type, f"{ev.type} event {ev.reason} for {label}: {message}")
+    return text.rstrip(": ")
+
+
+def _event_facts(record: Record, ev: EventSeen, limits: Limits) -> list[Fact]:
+    seen = record.seen_event(ev.event_id)
+    if seen is not None and ev.count <= seen.count:
+        return []
+    rule = _event_rule(record, ev)
+    if rule is None:
+        return []
+    fact_type, merge, parts, probe = rule
+    uid = uid_of(record, ev.pod_uid)
+    count = ev.count - seen.count if seen is not None else ev.count
+    return [
+        Fact(
+            key=make_key(uid, fact_type, *parts),
+            type=fact_type,
+            time=ev.first_time,
+            summary=_event_summary(record, ev, fact_type),
+            source=Source.EVENT,
+            container=ev.container,
+            reason=ev.reason,
+            message=one_line(ev.message, limits.message_cap()),
+            probe=probe,
+            count=max(1, count),
+            last_time=ev.last_time,
+            merge=merge,
+            pod_uid=ev.pod_uid or record.pod_uid,
+        )
+    ]
+
+
+# --- Endpoints and removal -----------------------------------------------------------------
+
+
+def _flag(value: bool | None) -> str:
+    return "?" if value is None else str(value).lower()
+
+
+def _endpoint_facts(record: Record, ep: EndpointSeen) -> list[Fact]:
+    uid = uid_of(record, ep.pod_uid)
+    old = record.endpoint(ep.service, ep.address)
+    if ep.removed:
+        if old is None:
+            return []
+        return [
+            Fact(
+                key=make_key(uid, FactType.REMOVED_FROM_ENDPOINTS, ep.service, ep.address),
+                type=FactType.REMOVED_FROM_ENDPOINTS,
+                time=ep.time,
+                summary=f"Removed from the endpoints of Service {ep.service} ({ep.address})",
+                source=Source.OBSERVED,
+                last_time=ep.time,
+                merge=Merge.ADD,
+                pod_uid=ep.pod_uid or record.pod_uid,
+            )
+        ]
+    flags = (ep.ready, ep.serving, ep.terminating)
+    if old is not None and (old.ready, old.serving, old.terminating) == flags:
+        return []
+    state = (
+        f"ready={_flag(ep.ready)} serving={_flag(ep.serving)} terminating={_flag(ep.terminating)}"
+    )
+    verb = "Added to" if old is None else "Changed in"
+    return [
+        Fact(
+            key=make_key(
+                uid, FactType.ENDPOINT_CHANGED, ep.service, ep.address, *map(_flag, flags)
+            ),
+            type=FactType.ENDPOINT_CHANGED,
+            time=ep.time,
+            summary=f"{verb} the endpoints of Service {ep.service} ({ep.address}): {state}",
+            source=Source.OBSERVED,
+            last_time=ep.time,
+            merge=Merge.ADD,
+            pod_uid=ep.pod_uid or record.pod_uid,
+        )
+    ]
+
+
+def _gone_facts(record: Record, gone: PodGone) -> list[Fact]:
+    if record.pod_uid is None or record.removal is not None:
+        return []
+    uid = uid_of(record, gone.pod_uid)
+    if gone.observed:
+        return [
+            Fact(
+                key=make_key(uid, FactType.POD_DELETED),
+                type=FactType.POD_DELETED,
+                time=gone.time,
+                summary="Pod removed from the API",
+                source=Source.OBSERVED,
+                pod_uid=record.pod_uid,
+            )
+        ]
+    return [
+        Fact(
+            key=make_key(uid, FactType.DELETED_UNOBSERVED),
+            type=FactType.DELETED_UNOBSERVED,
+            time=gone.time,
+            summary="Pod found missing from the API; its removal was not observed",
+            source=Source.OBSERVED,
+            pod_uid=record.pod_uid,
+        )
+    ]

@@ -1,0 +1,557 @@
+"""Raw Kubernetes JSON (as the API returns it) → typed observations.
+
+Everything here tolerates hostile input: missing keys, wrong types, absurd numbers and huge
+strings give a smaller observation (or None), never an exception.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NewType, TypedDict
+
+from .clock import later, parse_time
+from .facts import ContainerKind
+
+PodUID = NewType("PodUID", str)
+
+MAX_NAME = 253
+MAX_REASON = 128
+MAX_TEXT = 4096
+MAX_CONTAINERS = 64
+MAX_CONDITIONS = 32
+MAX_COUNT = 1_000_000_000
+MAX_GRACE = 10 * 366 * 24 * 3600
+
+
+# --- The raw shapes read (only the fields podtrail uses; all optional) --------------------
+
+
+class RawObjectMeta(TypedDict, total=False):
+    """metadata of a pod, Event or EndpointSlice."""
+
+    name: str
+    namespace: str
+    uid: str
+    creationTimestamp: str
+    deletionTimestamp: str
+    deletionGracePeriodSeconds: int
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    ownerReferences: list[dict[str, Any]]
+
+
+class RawTerminated(TypedDict, total=False):
+    """containerStatuses[].state.terminated / lastState.terminated."""
+
+    exitCode: int
+    signal: int
+    reason: str
+    message: str
+    startedAt: str
+    finishedAt: str
+
+
+class RawContainerStatus(TypedDict, total=False):
+    """status.containerStatuses[] / initContainerStatuses[]."""
+
+    name: str
+    state: dict[str, Any]
+    lastState: dict[str, Any]
+    ready: bool
+    started: bool
+    restartCount: int
+    image: str
+
+
+class RawCondition(TypedDict, total=False):
+    """status.conditions[]."""
+
+    type: str
+    status: str
+    lastTransitionTime: str
+    reason: str
+    message: str
+
+
+class RawInvolvedObject(TypedDict, total=False):
+    """An Event's involvedObject."""
+
+    kind: str
+    namespace: str
+    name: str
+    uid: str
+    fieldPath: str
+
+
+class RawEventSeries(TypedDict, total=False):
+    """An Event's series (events.k8s.io style repeats)."""
+
+    count: int
+    lastObservedTime: str
+
+
+# --- Defensive accessors ---------------------------------------------------------------
+
+
+def _map(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _list(value: object, limit: int) -> list[Any]:
+    return list(value[:limit]) if isinstance(value, list) else []
+
+
+def _str(value: object, limit: int = MAX_NAME) -> str | None:
+    if not isinstance(value, str) or not value:
+        return None
+    return value[:limit]
+
+
+def _int(value: object, low: int = -(2**31), high: int = 2**31 - 1) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return min(max(value, low), high)
+
+
+def _bool(value: object) -> bool | None:
+    return value if isinstance(value, bool) else None
+
+
+# --- Observations ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RunEnd:
+    """A container run that ended (state.terminated or lastState.terminated)."""
+
+    exit_code: int | None
+    reason: str | None
+    message: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerSeen:
+    """One container as the pod's spec and status show it."""
+
+    name: str
+    kind: ContainerKind
+    state: str
+    reason: str | None
+    message: str | None
+    ready: bool
+    started: bool | None
+    restart_count: int
+    started_at: datetime | None
+    ended: RunEnd | None
+    last_ended: RunEnd | None
+    pre_stop: bool
+    startup_probe: bool
+    has_status: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ConditionSeen:
+    """One pod condition."""
+
+    type: str
+    status: str
+    last_transition_time: datetime | None
+    reason: str | None
+    message: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerSeen:
+    """The pod's controller, and the Deployment inferred from a ReplicaSet's name."""
+
+    kind: str
+    name: str
+    deployment: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PodSeen:
+    """A pod object as the API showed it (a watch event, a list item)."""
+
+    namespace: str
+    pod_name: str
+    pod_uid: str | None
+    created: datetime | None
+    node_name: str | None
+    phase: str | None
+    reason: str | None
+    message: str | None
+    owner: OwnerSeen | None
+    conditions: tuple[ConditionSeen, ...]
+    containers: tuple[ContainerSeen, ...]
+    deletion_timestamp: datetime | None
+    deletion_grace_seconds: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class EventSeen:
+    """A core/v1 Event about a pod."""
+
+    namespace: str
+    pod_name: str
+    pod_uid: str | None
+    event_id: str
+    reason: str
+    type: str
+    message: str | None
+    container: str | None
+    init_container: bool
+    first_time: datetime
+    last_time: datetime
+    count: int
+    source: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointSeen:
+    """A change of one pod's membership in one EndpointSlice."""
+
+    namespace: str
+    pod_name: str
+    pod_uid: str | None
+    service: str
+    address: str
+    ready: bool | None
+    serving: bool | None
+    terminating: bool | None
+    removed: bool
+    time: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PodGone:
+    """The pod was removed from the API.
+
+    Attributes:
+        namespace: The pod's namespace.
+        pod_name: The pod's name (and the record's).
+        pod_uid: The removed pod's UID, if known.
+        time: When the removal was seen (observed) or found (not observed).
+        observed: True when the watch's DELETED event was seen; False when the pod was found
+            missing (e.g. after an operator restart).
+    """
+
+    namespace: str
+    pod_name: str
+    pod_uid: str | None
+    time: datetime
+    observed: bool
+
+
+Observation = PodSeen | EventSeen | EndpointSeen | PodGone
+
+
+# --- Pods ------------------------------------------------------------------------------
+
+
+def _run_end(raw: object) -> RunEnd | None:
+    data = _map(raw)
+    if not data:
+        return None
+    return RunEnd(
+        exit_code=_int(data.get("exitCode")),
+        reason=_str(data.get("reason"), MAX_REASON),
+        message=_str(data.get("message"), MAX_TEXT),
+        started_at=parse_time(data.get("startedAt")),
+        finished_at=parse_time(data.get("finishedAt")),
+    )
+
+
+def _container(
+    spec: Mapping[str, Any], status: Mapping[str, Any], kind: ContainerKind
+) -> ContainerSeen | None:
+    name = _str(spec.get("name")) or _str(status.get("name"))
+    if name is None:
+        return None
+    state = _map(status.get("state"))
+    state_name, reason, message, started_at = "unknown", None, None, None
+    ended = None
+    if "terminated" in state and isinstance(state.get("terminated"), Mapping):
+        state_name = "terminated"
+        ended = _run_end(state["terminated"])
+        if ended is not None:
+            reason, message, started_at = ended.reason, ended.message, ended.started_at
+    elif isinstance(state.get("running"), Mapping):
+        state_name = "running"
+        started_at = parse_time(state["running"].get("startedAt"))
+    elif isinstance(state.get("waiting"), Mapping):
+        state_name = "waiting"
+        reason = _str(state["waiting"].get("reason"), MAX_REASON)
+        message = _str(state["waiting"].get("message"), MAX_TEXT)
+    lifecycle = _map(spec.get("lifecycle"))
+    return ContainerSeen(
+        name=name,
+        kind=kind,
+        state=state_name,
+        reason=reason,
+        message=message,
+        ready=_bool(status.get("ready")) is True,
+        started=_bool(status.get("started")),
+        restart_count=_int(status.get("restartCount"), 0, MAX_COUNT) or 0,
+        started_at=started_at,
+        ended=ended,
+        last_ended=_run_end(_map(status.get("lastState")).get("terminated")),
+        pre_stop=bool(_map(lifecycle.get("preStop"))),
+        startup_probe=bool(_map(spec.get("startupProbe"))),
+        has_status=bool(status),
+    )
+
+
+def _containers(spec: Mapping[str, Any], status: Mapping[str, Any]) -> tuple[ContainerSeen, ...]:
+    found: list[ContainerSeen] = []
+    names: set[str] = set()
+    for spec_key, status_key, default_kind in (
+        ("initContainers", "initContainerStatuses", ContainerKind.INIT),
+        ("containers", "containerStatuses", ContainerKind.APP),
+    ):
+        statuses: dict[str, Mapping[str, Any]] = {}
+        for item in _list(status.get(status_key), MAX_CONTAINERS):
+            item_map = _map(item)
+            item_name = _str(item_map.get("name"))
+            if item_name is not None:
+                statuses.setdefault(item_name, item_map)
+        specs = [_map(item) for item in _list(spec.get(spec_key), MAX_CONTAINERS)]
+        spec_names = {_str(item.get("name")) for item in specs}
+        specs += [{"name": n} for n in statuses if n not in spec_names]
+        for item in specs:
+            kind = default_kind
+            if default_kind is ContainerKind.INIT and item.get("restartPolicy") == "Always":
+                kind = ContainerKind.SIDECAR
+            seen = _container(item, statuses.get(_str(item.get("name")) or "", {}), kind)
+            if seen is not None and seen.name not in names and len(found) < MAX_CONTAINERS:
+                names.add(seen.name)
+                found.append(seen)
+    return tuple(found)
+
+
+def _conditions(status: Mapping[str, Any]) -> tuple[ConditionSeen, ...]:
+    found: dict[str, ConditionSeen] = {}
+    for item in _list(status.get("conditions"), MAX_CONDITIONS):
+        data = _map(item)
+        ctype = _str(data.get("type"), MAX_REASON)
+        cstatus = _str(data.get("status"), 16)
+        if ctype is None or cstatus is None or ctype in found:
+            continue
+        found[ctype] = ConditionSeen(
+            type=ctype,
+            status=cstatus,
+            last_transition_time=parse_time(data.get("lastTransitionTime")),
+            reason=_str(data.get("reason"), MAX_REASON),
+            message=_str(data.get("message"), MAX_TEXT),
+        )
+    return tuple(found.values())
+
+
+def _owner(meta: Mapping[str, Any]) -> OwnerSeen | None:
+    refs = [_map(ref) for ref in _list(meta.get("ownerReferences"), 16)]
+    chosen = next((ref for ref in refs if ref.get("controller") is True), None)
+    if chosen is None:
+        return None
+    kind, name = _str(chosen.get("kind"), 63), _str(chosen.get("name"))
+    if kind is None or name is None:
+        return None
+    deployment = None
+    template_hash = _str(_map(meta.get("labels")).get("pod-template-hash"), 63)
+    if kind == "ReplicaSet" and template_hash and name.endswith("-" + template_hash):
+        deployment = name[: -len(template_hash) - 1] or None
+    return OwnerSeen(kind=kind, name=name, deployment=deployment)
+
+
+def observe_pod(raw_pod: Mapping[str, Any]) -> PodSeen:
+    """Read a pod object as the API returns it.
+
+    Args:
+        raw_pod: The pod as JSON (camelCase keys, RFC 3339 timestamps).
+
+    Returns:
+        The observation; fields that are missing or malformed are None or empty.
+    """
+    pod = _map(raw_pod)
+    meta, spec, status = _map(pod.get("metadata")), _map(pod.get("spec")), _map(pod.get("status"))
+    grace = _int(meta.get("deletionGracePeriodSeconds"), 0, MAX_GRACE)
+    return PodSeen(
+        namespace=_str(meta.get("namespace")) or "",
+        pod_name=_str(meta.get("name")) or "",
+        pod_uid=_str(meta.get("uid"), 128),
+        created=parse_time(meta.get("creationTimestamp")),
+        node_name=_str(spec.get("nodeName")),
+        phase=_str(status.get("phase"), 32),
+        reason=_str(status.get("reason"), MAX_REASON),
+        message=_str(status.get("message"), MAX_TEXT),
+        owner=_owner(meta),
+        conditions=_conditions(status),
+        containers=_containers(spec, status),
+        deletion_timestamp=parse_time(meta.get("deletionTimestamp")),
+        deletion_grace_seconds=grace,
+    )
+
+
+# --- Events ----------------------------------------------------------------------------
+
+_FIELD_PATH = re.compile(r"^spec\.(containers|initContainers|ephemeralContainers)\{([^}]*)\}")
+
+
+def observe_event(raw_event: Mapping[str, Any]) -> EventSeen | None:
+    """Read a core/v1 Event about a pod.
+
+    Args:
+        raw_event: The Event as JSON.
+
+    Returns:
+        The observation, or None when the Event is not about a pod or lacks a name, a reason
+        or any timestamp.
+    """
+    event = _map(raw_event)
+    involved = _map(event.get("involvedObject"))
+    if involved.get("kind") != "Pod":
+        return None
+    meta = _map(event.get("metadata"))
+    pod_name = _str(involved.get("name"))
+    reason = _str(event.get("reason"), MAX_REASON)
+    if pod_name is None or reason is None:
+        return None
+    series = _map(event.get("series"))
+    first = (
+        parse_time(event.get("firstTimestamp"))
+        or parse_time(event.get("eventTime"))
+        or parse_time(meta.get("creationTimestamp"))
+    )
+    last = later(
+        parse_time(series.get("lastObservedTime")),
+        later(parse_time(event.get("lastTimestamp")), parse_time(event.get("eventTime"))),
+    )
+    if first is None:
+        first = last
+    if first is None:
+        return None
+    last = later(first, last) or first
+    count = _int(series.get("count"), 1, MAX_COUNT) or _int(event.get("count"), 1, MAX_COUNT) or 1
+    container, init = None, False
+    match = _FIELD_PATH.match(_str(involved.get("fieldPath"), 600) or "")
+    if match:
+        container = match.group(2)[:MAX_NAME] or None
+        init = match.group(1) == "initContainers"
+    event_id = _str(meta.get("uid"), 128) or _str(meta.get("name"))
+    if event_id is None:
+        event_id = f"{reason}@{first.isoformat()}@{container or ''}"
+    source = _map(event.get("source"))
+    return EventSeen(
+        namespace=_str(involved.get("namespace")) or _str(meta.get("namespace")) or "",
+        pod_name=pod_name,
+        pod_uid=_str(involved.get("uid"), 128),
+        event_id=event_id,
+        reason=reason,
+        type=_str(event.get("type"), 32) or "Normal",
+        message=_str(event.get("message"), MAX_TEXT),
+        container=container,
+        init_container=init,
+        first_time=first,
+        last_time=last,
+        count=count,
+        source=_str(source.get("component"), 128) or _str(event.get("reportingComponent"), 128),
+    )
+
+
+# --- EndpointSlices --------------------------------------------------------------------
+
+_Member = tuple[str, str | None, bool | None, bool | None, bool | None]
+
+
+def _members(raw_slice: Mapping[str, Any] | None) -> dict[tuple[str, str], _Member]:
+    """Pod endpoints of a slice: (pod name, address) → (namespace, uid, ready, serving, term.)."""
+    members: dict[tuple[str, str], _Member] = {}
+    data = _map(raw_slice)
+    slice_namespace = _str(_map(data.get("metadata")).get("namespace")) or ""
+    for item in _list(data.get("endpoints"), 1000):
+        endpoint = _map(item)
+        ref = _map(endpoint.get("targetRef"))
+        if ref.get("kind") != "Pod":
+            continue
+        name = _str(ref.get("name"))
+        addresses = [a for a in _list(endpoint.get("addresses"), 8) if isinstance(a, str) and a]
+        if name is None or not addresses:
+            continue
+        conditions = _map(endpoint.get("conditions"))
+        members[(name, addresses[0][:64])] = (
+            _str(ref.get("namespace")) or slice_namespace,
+            _str(ref.get("uid"), 128),
+            _bool(conditions.get("ready")),
+            _bool(conditions.get("serving")),
+            _bool(conditions.get("terminating")),
+        )
+    return members
+
+
+def _service(raw_slice: Mapping[str, Any] | None) -> str | None:
+    labels = _map(_map(_map(raw_slice).get("metadata")).get("labels"))
+    return _str(labels.get("kubernetes.io/service-name"))
+
+
+def observe_endpoint_slice_change(
+    old: Mapping[str, Any] | None, new: Mapping[str, Any] | None, *, now: datetime
+) -> list[EndpointSeen]:
+    """Compare two versions of one EndpointSlice, pod by pod.
+
+    The time of every change is ``now`` (the operator's clock, source "observed"): the
+    slice's last-change-trigger-time annotation is dropped on the update that marks a pod
+    terminating, so it cannot date the changes podtrail cares about.
+
+    Args:
+        old: The previous version, or None when the slice was created (or relisted).
+        new: The new version, or None when the slice was deleted.
+        now: When the change was received.
+
+    Returns:
+        One observation per pod whose endpoint appeared, changed or disappeared.
+    """
+    service = _service(new) or _service(old)
+    if service is None:
+        return []
+    before, after = _members(old), _members(new)
+    seen: list[EndpointSeen] = []
+    for (name, address), (namespace, uid, ready, serving, terminating) in after.items():
+        previous = before.get((name, address))
+        if previous is not None and previous[2:] == (ready, serving, terminating):
+            continue
+        seen.append(
+            EndpointSeen(
+                namespace=namespace,
+                pod_name=name,
+                pod_uid=uid,
+                service=service,
+                address=address,
+                ready=ready,
+                serving=serving,
+                terminating=terminating,
+                removed=False,
+                time=now,
+            )
+        )
+    for (name, address), (namespace, uid, _r, _s, _t) in before.items():
+        if (name, address) in after:
+            continue
+        seen.append(
+            EndpointSeen(
+                namespace=namespace,
+                pod_name=name,
+                pod_uid=uid,
+                service=service,
+                address=address,
+                ready=None,
+                serving=None,
+                terminating=None,
+                removed=True,
+                time=now,
+            )
+        )
+    return seen

@@ -1,0 +1,378 @@
+"""Record + observation + facts → the next record.
+
+Three steps: ``route`` picks the pod instance an observation belongs to (rolling the record
+over to a new UID when the pod was recreated), ``absorb`` folds the observation's current state
+into the record, and ``apply_facts`` adds the new facts to the timeline (merging repeats) and
+keeps it within its bound.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+
+from .clock import earlier, later
+from .conclude import analyse_record
+from .facts import Fact, FactType, Merge, Probe, importance
+from .limits import Limits
+from .model import (
+    ConditionRecord,
+    ContainerRecord,
+    Deletion,
+    EndpointRecord,
+    EndpointRemoval,
+    Entry,
+    Instance,
+    OwnerRecord,
+    PreStopFailure,
+    ProbeFailures,
+    Record,
+    Removal,
+    SeenEvent,
+)
+from .observe import ContainerSeen, EndpointSeen, EventSeen, Observation, PodGone, PodSeen
+from .termination import Outcome
+
+KEEP_LATEST = 20
+
+
+# --- Routing -------------------------------------------------------------------------------
+
+
+def _anchor(record: Record) -> datetime | None:
+    if record.created is not None:
+        return record.created
+    return min((e.time for e in record.timeline), default=None)
+
+
+def route(record: Record, observation: Observation, limits: Limits) -> Record | None:
+    """The record state an observation applies to, or None when it must be ignored.
+
+    A pod with another UID than the record's is a new instance (the record rolls over and the
+    old instance becomes a previous-instance summary) unless it is a known previous instance
+    or was created before the current one. An Event for another UID rolls over only when the
+    current instance is already being deleted or gone and the Event is newer than it; other
+    observations about other UIDs are ignored, so they never pollute the current instance.
+    A pod object without a UID is ignored.
+    """
+    uid = observation.pod_uid
+    current = record.pod_uid
+    if isinstance(observation, PodSeen) and uid is None:
+        return None  # the API always sets a UID: such an object is not a real pod
+    if isinstance(observation, PodGone):
+        if current is None or (uid is not None and uid != current):
+            return None
+        return record
+    if uid is None or current is None or uid == current:
+        return record
+    if any(instance.uid == uid for instance in record.previous):
+        return None
+    anchor = _anchor(record)
+    if isinstance(observation, PodSeen):
+        if anchor is not None and observation.created is not None and observation.created < anchor:
+            return None
+        return rollover(record, limits)
+    if isinstance(observation, EventSeen):
+        ending = record.removal is not None or record.deletion is not None
+        if ending and anchor is not None and observation.first_time >= anchor:
+            return rollover(record, limits)
+    return None
+
+
+def rollover(record: Record, limits: Limits) -> Record:
+    """Start over for a new pod instance, keeping a summary of the current one."""
+    if record.pod_uid is None:
+        return Record(previous=record.previous)
+    ended = record
+    if ended.removal is None:
+        ended = replace(ended, removal=Removal(time=datetime.min, observed=False))
+    outcome = analyse_record(ended, limits).outcome or Outcome.DELETED_UNOBSERVED
+    deleted = record.removal.time if record.removal else None
+    summary = Instance(
+        uid=record.pod_uid,
+        created=record.created,
+        deleted=deleted,
+        outcome=str(outcome),
+        node_name=record.node_name,
+        restarts=record.restarts(),
+    )
+    return Record(previous=((summary,) + record.previous)[: limits.previous_cap()])
+
+
+# --- Absorbing the observed state ----------------------------------------------------------
+
+
+def absorb(record: Record, observation: Observation, facts: list[Fact], limits: Limits) -> Record:
+    """Fold an observation's state into the record (called only when it brought new facts)."""
+    if isinstance(observation, PodSeen):
+        return _absorb_pod(record, observation, facts, limits)
+    if isinstance(observation, EventSeen):
+        return _absorb_event(record, observation, limits)
+    if isinstance(observation, EndpointSeen):
+        return _absorb_endpoint(record, observation, limits)
+    return _absorb_gone(record, observation)
+
+
+def _true_since(pod: PodSeen, ctype: str) -> datetime | None:
+    for cond in pod.conditions:
+        if cond.type == ctype and cond.status == "True":
+            return cond.last_transition_time
+    return None
+
+
+def _absorb_container(old: ContainerRecord | None, c: ContainerSeen) -> ContainerRecord:
+    base = old or ContainerRecord(name=c.name, kind=str(c.kind))
+    if not c.has_status:
+        return replace(base, kind=str(c.kind), pre_stop=c.pre_stop)
+    started_at = base.started_at
+    for start in (c.last_ended.started_at if c.last_ended else None, c.started_at):
+        started_at = later(started_at, start)
+    finished_at, exit_code, reason = base.finished_at, base.last_exit_code, base.last_reason
+    for end in (c.last_ended, c.ended):
+        if end is None:
+            continue
+        if end.finished_at is None or finished_at is None or end.finished_at >= finished_at:
+            finished_at = end.finished_at or finished_at
+            exit_code, reason = end.exit_code, end.reason
+    return ContainerRecord(
+        name=c.name,
+        kind=str(c.kind),
+        state=c.state,
+        reason=c.reason,
+        ready=c.ready,
+        started=c.started,
+        restart_count=c.restart_count,
+        started_at=started_at,
+        finished_at=finished_at,
+        last_exit_code=exit_code,
+        last_reason=reason,
+        pre_stop=c.pre_stop,
+    )
+
+
+def _absorb_pod(record: Record, pod: PodSeen, facts: list[Fact], limits: Limits) -> Record:
+    created = record.created or pod.created
+    if created is None:
+        created = next((f.time for f in facts if f.type == FactType.CREATED), None)
+    containers = (
+        tuple(_absorb_container(record.container(c.name), c) for c in pod.containers)
+        or record.containers
+    )
+    deletion = record.deletion
+    if pod.deletion_timestamp is not None:
+        deletion = Deletion(pod.deletion_timestamp, pod.deletion_grace_seconds or 0)
+    disruption_reason, disruption_message = record.disruption_reason, record.disruption_message
+    target = next(
+        (c for c in pod.conditions if c.type == "DisruptionTarget" and c.status == "True"), None
+    )
+    if target is not None and target.reason:
+        disruption_reason, disruption_message = target.reason, target.message
+    elif pod.reason == "Evicted" and disruption_reason is None:
+        disruption_reason, disruption_message = "Evicted", pod.message
+    conditions = tuple(
+        ConditionRecord(c.type, c.status, c.last_transition_time, c.reason, c.message)
+        for c in pod.conditions
+    )
+    owner = record.owner
+    if pod.owner is not None:
+        owner = OwnerRecord(pod.owner.kind, pod.owner.name, pod.owner.deployment)
+    return replace(
+        record,
+        pod_uid=pod.pod_uid or record.pod_uid,
+        node_name=pod.node_name or record.node_name,
+        phase=pod.phase or record.phase,
+        pod_reason=pod.reason,
+        owner=owner,
+        created=created,
+        scheduled=record.scheduled or _true_since(pod, "PodScheduled"),
+        initialized=record.initialized or _true_since(pod, "Initialized"),
+        ready=record.ready or _true_since(pod, "Ready"),
+        deletion=deletion,
+        disruption_reason=disruption_reason,
+        disruption_message=disruption_message,
+        containers=containers[: limits.containers_cap()],
+        conditions=conditions or record.conditions,
+    )
+
+
+_EVENT_DISRUPTIONS = {
+    "Preempted": "Preempted",
+    "Evicted": "Evicted",
+    "TaintManagerEviction": "DeletionByTaintManager",
+}
+
+
+def _absorb_event(record: Record, ev: EventSeen, limits: Limits) -> Record:
+    ledger = (SeenEvent(ev.event_id, ev.count, ev.last_time),) + tuple(
+        item for item in record.seen_events if item.id != ev.event_id
+    )
+    changes: dict[str, object] = {"seen_events": ledger[: limits.seen_events_cap()]}
+    if record.pod_uid is None and ev.pod_uid is not None:
+        changes["pod_uid"] = ev.pod_uid
+    if ev.reason == "Scheduled":
+        changes["scheduled"] = record.scheduled or ev.first_time
+    if ev.reason == "Killing" and "will be restarted" not in (ev.message or ""):
+        changes["killing_at"] = earlier(record.killing_at, ev.first_time)
+    if ev.reason == "FailedPreStopHook" and ev.container:
+        failure = PreStopFailure(ev.container, ev.first_time)
+        if failure not in record.pre_stop_failures:
+            changes["pre_stop_failures"] = (record.pre_stop_failures + (failure,))[-16:]
+    disruption = _EVENT_DISRUPTIONS.get(ev.reason)
+    if disruption is not None and record.disruption_reason is None:
+        changes["disruption_reason"] = disruption
+        changes["disruption_message"] = ev.message
+    return replace(record, **changes)  # type: ignore[arg-type]
+
+
+def _absorb_endpoint(record: Record, ep: EndpointSeen, limits: Limits) -> Record:
+    others = tuple(
+        e for e in record.endpoints if (e.service, e.address) != (ep.service, ep.address)
+    )
+    removals = {r.service: r for r in record.endpoint_removals}
+    removal = removals.get(ep.service, EndpointRemoval(ep.service))
+    if ep.removed:
+        endpoints = others
+        removal = replace(removal, removed_at=ep.time)
+    else:
+        endpoints = others + (
+            EndpointRecord(ep.service, ep.address, ep.ready, ep.serving, ep.terminating, ep.time),
+        )
+        if ep.terminating and not ep.ready and removal.terminating_at is None:
+            removal = replace(removal, terminating_at=ep.time)
+    if removal.terminating_at or removal.removed_at:
+        removals[ep.service] = removal
+    cap = limits.endpoints_cap()
+    return replace(
+        record,
+        pod_uid=record.pod_uid or ep.pod_uid,
+        endpoints=endpoints[-cap:],
+        endpoint_removals=tuple(removals.values())[-cap:],
+    )
+
+
+def _absorb_gone(record: Record, gone: PodGone) -> Record:
+    if record.removal is not None:
+        return record
+    return replace(record, removal=Removal(gone.time, gone.observed))
+
+
+# --- Facts into the timeline ----------------------------------------------------------------
+
+
+def _entry(fact: Fact) -> Entry:
+    return Entry(
+        key=fact.key,
+        time=fact.time,
+        type=str(fact.type),
+        summary=fact.summary,
+        source=str(fact.source),
+        container=fact.container,
+        reason=fact.reason,
+        message=fact.message,
+        from_phase=fact.from_phase,
+        to_phase=fact.to_phase,
+        exit_code=fact.exit_code,
+        signal=fact.signal,
+        probe=fact.probe,
+        count=fact.count,
+        last_time=(
+            fact.last_time
+            if fact.merge is Merge.ADD and fact.last_time and fact.last_time > fact.time
+            else None
+        ),
+    )
+
+
+def _merge(entry: Entry, fact: Fact) -> Entry:
+    latest = later(entry.latest, later(fact.time, fact.last_time)) or entry.latest
+    newer = later(fact.time, fact.last_time) or fact.time
+    fresh = newer >= entry.latest
+    first = earlier(entry.time, fact.time) or entry.time
+    return replace(
+        entry,
+        time=first,
+        count=min(entry.count + fact.count, 2**31 - 1),
+        last_time=latest if latest > first else None,
+        summary=fact.summary if fresh else entry.summary,
+        reason=fact.reason if fresh else entry.reason,
+        message=fact.message if fresh else entry.message,
+        exit_code=fact.exit_code if fresh else entry.exit_code,
+        signal=fact.signal if fresh else entry.signal,
+    )
+
+
+def apply_facts(record: Record, facts: list[Fact]) -> tuple[Record, list[Fact]]:
+    """Add facts to the timeline; returns the record and the facts that were new."""
+    timeline = list(record.timeline)
+    index = {entry.key: i for i, entry in enumerate(timeline)}
+    applied: list[Fact] = []
+    probes = record.probe_failures
+    for fact in facts:
+        at = index.get(fact.key)
+        if at is not None:
+            if fact.merge is Merge.ONCE:
+                continue
+            timeline[at] = _merge(timeline[at], fact)
+        else:
+            index[fact.key] = len(timeline)
+            timeline.append(_entry(fact))
+        applied.append(fact)
+        if fact.type == FactType.PROBE_FAILED:
+            probes = _count_probe(probes, fact)
+    return replace(record, timeline=tuple(timeline), probe_failures=probes), applied
+
+
+def _count_probe(probes: ProbeFailures, fact: Fact) -> ProbeFailures:
+    cap = 2**31 - 1
+    if fact.probe == Probe.LIVENESS:
+        return replace(probes, liveness=min(cap, probes.liveness + fact.count))
+    if fact.probe == Probe.READINESS:
+        return replace(probes, readiness=min(cap, probes.readiness + fact.count))
+    if fact.probe == Probe.STARTUP:
+        return replace(probes, startup=min(cap, probes.startup + fact.count))
+    return probes
+
+
+def bound_timeline(record: Record, limits: Limits) -> Record:
+    """Keep the timeline within its bound, dropping the least important old entries first.
+
+    Created entries and the newest entries (by latest occurrence) are kept; among the rest,
+    the lowest-importance, oldest entries go first, an aggregated entry (count > 1) counting
+    as one level more important than its type. ``timeline_dropped`` counts them.
+    """
+    cap = limits.timeline_cap()
+    timeline = sorted(record.timeline, key=Entry.order)
+    excess = len(timeline) - cap
+    if excess <= 0:
+        return replace(record, timeline=tuple(timeline))
+    newest = sorted(timeline, key=lambda e: (e.latest, e.key))[-min(KEEP_LATEST, cap // 4) :]
+    protected = {e.key for e in newest} | {e.key for e in timeline if e.type == FactType.CREATED}
+    candidates = sorted(
+        (e for e in timeline if e.key not in protected),
+        key=lambda e: (importance(e.type) + (1 if e.count > 1 else 0), e.latest, e.key),
+    )
+    if len(candidates) < excess:
+        rest = [e for e in timeline if e.key in protected and e.type != FactType.CREATED]
+        candidates += rest
+    victims = {e.key for e in candidates[:excess]}
+    kept = tuple(e for e in timeline if e.key not in victims)
+    kept = kept[-cap:]
+    dropped = len(timeline) - len(kept)
+    return replace(
+        record, timeline=kept, timeline_dropped=min(record.timeline_dropped + dropped, 2**31 - 1)
+    )
+
+
+def reduce(
+    record: Record, observation: Observation, facts: list[Fact], limits: Limits
+) -> tuple[Record, list[Fact]]:
+    """Apply an observation and its candidate facts; returns the record and the new facts.
+
+    When no fact is new the record is returned unchanged, so a repeated observation changes
+    nothing at all.
+    """
+    updated, applied = apply_facts(record, facts)
+    if not applied:
+        return record, []
+    updated = absorb(updated, observation, applied, limits)
+    return bound_timeline(updated, limits), applied

@@ -1,0 +1,178 @@
+"""Whole lives through ``advance``: outcomes, the termination block, instances, summaries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from podtrail import core
+from podtrail.core.facts import Merge
+
+from .builders import NAMESPACE, POD, UID, at, pod, running, running_conditions, ts
+from .scenarios import SCENARIOS, play
+
+
+@pytest.mark.parametrize(
+    ("name", "outcome"),
+    [
+        ("graceful", "GracefulShutdown"),
+        ("killed_after_grace", "KilledAfterGrace"),
+        ("crash_loop", None),
+        ("probes", None),
+        ("oom", "OOMKilled"),
+        ("evicted", "Evicted"),
+        ("kubelet_evicted", "Evicted"),
+        ("preempted", "Preempted"),
+        ("force_deleted", "ForceDeleted"),
+        ("unschedulable", "Deleted"),
+        ("job_succeeded", "Succeeded"),
+        ("sidecars", "GracefulShutdown"),
+        ("image_pull_failure", "DeletedUnobserved"),
+        ("recreated", None),
+    ],
+)
+def test_scenario_outcomes(name: str, outcome: str | None) -> None:
+    status, facts = play(SCENARIOS[name]())
+    assert status.get("outcome") == outcome
+    once = [f.key for f in facts if f.merge is Merge.ONCE]
+    assert len(once) == len(set(once))
+    assert status["lastEvent"]
+
+
+def test_killed_after_grace_termination_block() -> None:
+    status, facts = play(SCENARIOS["killed_after_grace"]())
+    block: dict[str, Any] = status["termination"]
+    assert block["requestedAt"] == ts(200)
+    assert block["gracePeriodSeconds"] == 3 and block["deadline"] == ts(203)
+    assert block["forced"] is False
+    assert block["killingAt"] == ts(200)
+    assert block["preStop"] == [
+        {"container": "app", "configured": True, "failed": True, "failedAt": ts(205)}
+    ]
+    assert block["containers"] == [
+        {
+            "name": "app",
+            "verdict": "KilledAfterGrace",
+            "exitCode": 137,
+            "reason": "Error",
+            "signal": "KILL",
+            "finishedAt": ts(205),
+            "secondsAfterRequest": 5.0,
+            "secondsFromDeadline": 2.0,
+        }
+    ]
+    assert block["verdict"] == "KilledAfterGrace"
+    assert "exit 137" in block["evidence"] and "preStop extension" in block["evidence"]
+    assert status["durations"]["termination"] == 6.0
+    killed = [f for f in facts if f.type == "KilledAfterGrace"]
+    assert len(killed) == 1 and killed[0].source == "inferred" and killed[0].signal == "KILL"
+
+
+def test_graceful_summary_times_and_endpoints() -> None:
+    status, _ = play(SCENARIOS["graceful"]())
+    assert status["times"]["created"] == ts(0)
+    assert status["times"]["scheduled"] == ts(1)
+    assert status["times"]["ready"] == ts(12)
+    assert status["times"]["deletionRequested"] == ts(100)
+    assert status["times"]["finished"] == ts(102)
+    assert status["durations"] == {
+        "timeToSchedule": 1.0,
+        "init": 1.0,
+        "timeToReady": 12.0,
+        "termination": 3.5,
+    }
+    assert status["termination"]["endpointRemovals"] == [
+        {"service": "web", "terminatingAt": "2025-06-01T12:01:40.400000Z", "removedAt": ts(103)}
+    ]
+    assert status["endpoints"] == []
+    assert status["owner"] == {"kind": "ReplicaSet", "name": "web-7d9f8b6c5d", "deployment": "web"}
+    assert status["removal"] == {"time": "2025-06-01T12:01:43.500000Z", "observed": True}
+    assert status["lastEvent"] == "Pod removed from the API"
+
+
+def test_summary_counters_for_printer_columns() -> None:
+    status, _ = play(SCENARIOS["sidecars"]()[:2])
+    assert status["summary"] == {
+        "initDone": 1,
+        "initTotal": 1,
+        "readyContainers": 2,
+        "totalContainers": 2,
+        "restarts": 0,
+        "init": "1/1",
+        "ready": "2/2",
+    }
+    crash, _ = play(SCENARIOS["crash_loop"]())
+    assert crash["summary"]["restarts"] == 5
+    restarted = [e for e in crash["timeline"] if e["type"] == "ContainerRestarted"]
+    assert len(restarted) == 1 and restarted[0]["count"] == 5
+
+
+def test_probe_counters_sum_event_counts_once() -> None:
+    status, _ = play(SCENARIOS["probes"]())
+    assert status["probeFailures"] == {"liveness": 3, "readiness": 40, "startup": 3}
+    assert [e["count"] for e in status["timeline"] if e.get("probe") == "readiness"] == [40]
+
+
+def test_recreated_pod_keeps_the_old_instance() -> None:
+    status, _ = play(SCENARIOS["recreated"]())
+    assert status["podUID"].endswith("0002")
+    assert status["nodeName"] == "worker-2"
+    assert status["previousInstances"] == [
+        {
+            "uid": UID,
+            "created": ts(0),
+            "deleted": ts(102),
+            "outcome": "GracefulShutdown",
+            "nodeName": "worker-1",
+            "restarts": 0,
+        }
+    ]
+    assert all(e["key"].startswith(status["podUID"]) for e in status["timeline"])
+    assert "termination" not in status and "removal" not in status
+
+
+def test_previous_instances_are_bounded_newest_first() -> None:
+    status: dict[str, Any] | None = None
+    for n in range(8):
+        raw = pod(
+            uid=f"uid-{n}",
+            created=n * 100,
+            phase="Running",
+            statuses=[running(started_at=n * 100 + 5)],
+        )
+        status = core.advance(status, core.observe_pod(raw), now=at(n * 100 + 50)).status
+    assert status is not None
+    previous = status["previousInstances"]
+    assert [p["uid"] for p in previous] == ["uid-6", "uid-5", "uid-4", "uid-3", "uid-2"]
+    assert all(p["outcome"] == "DeletedUnobserved" for p in previous)
+    # an old pod object arriving late does not roll the record back
+    late = core.advance(status, core.observe_pod(pod(uid="uid-3", created=300)), now=at(9999))
+    assert late.facts == ()
+
+
+def test_records_can_start_from_events_before_the_pod() -> None:
+    event_first = SCENARIOS["graceful"]()
+    events = [o for o in event_first if isinstance(o, core.EventSeen)]
+    others = [o for o in event_first if not isinstance(o, core.EventSeen)]
+    early, _ = play(events + others)
+    late, _ = play(event_first)
+    assert {e["key"] for e in early["timeline"]} == {e["key"] for e in late["timeline"]}
+
+
+def test_pod_gone_without_a_record_does_nothing() -> None:
+    step = core.advance(None, core.PodGone(NAMESPACE, POD, UID, at(1), True), now=at(1))
+    assert step.facts == () and not step.terminal
+
+
+def test_terminal_steps_are_flagged() -> None:
+    status, _ = play(
+        [
+            core.observe_pod(
+                pod(phase="Running", conditions=running_conditions(), statuses=[running()])
+            )
+        ]
+    )
+    gone = core.advance(status, core.PodGone(NAMESPACE, POD, UID, at(50), True), now=at(50))
+    assert gone.terminal and [f.type for f in gone.facts] == ["PodDeleted"]
+    assert gone.status["times"]["deleted"] == ts(50)
