@@ -24,7 +24,6 @@ from typing import Any
 
 import pytest
 from kubernetes_asyncio import client, config
-
 from tests.e2e.support import Kube
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,13 +46,21 @@ class OperatorProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process
         self.process = subprocess.Popen(
             [
-                sys.executable, "-m", "podtrail",
-                "--kubeconfig", self.kubeconfig,
-                "--log-format", "json",
-                "--coalesce-seconds", "0.5",
-                "--sweep-seconds", "2",
-                "--health-port", "18080",
-                "--metrics-port", "19090",
+                sys.executable,
+                "-m",
+                "podtrail",
+                "--kubeconfig",
+                self.kubeconfig,
+                "--log-format",
+                "json",
+                "--coalesce-seconds",
+                "0.5",
+                "--sweep-seconds",
+                "2",
+                "--health-port",
+                "18080",
+                "--metrics-port",
+                "19090",
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -68,7 +75,10 @@ class OperatorProcess:
             assert self.process is not None
             if self.process.poll() is not None:
                 raise RuntimeError(f"the operator exited:\n{self.tail()}")
-            if self.log_path.exists() and self.log_path.read_text().count("podtrail started") >= times:
+            if (
+                self.log_path.exists()
+                and self.log_path.read_text().count("podtrail started") >= times
+            ):
                 return
             await asyncio.sleep(0.3)
         raise RuntimeError(f"the operator did not start in 60 s:\n{self.tail()}")
@@ -83,7 +93,7 @@ class OperatorProcess:
             await asyncio.sleep(0.2)
         self.process.kill()
 
-    def tail(self, lines: int = 60) -> str:
+    def tail(self, lines: int = 25) -> str:
         if not self.log_path.exists():
             return "<no log>"
         return "\n".join(self.log_path.read_text().splitlines()[-lines:])
@@ -117,10 +127,12 @@ class DeployedOperator:
             await asyncio.sleep(1)
         raise RuntimeError(f"the operator deployment did not reach {replicas} replicas")
 
-    def tail(self, lines: int = 60) -> str:
+    def tail(self, lines: int = 25) -> str:
         result = subprocess.run(
             ["kubectl", "-n", self.namespace, "logs", f"deploy/{self.name}", f"--tail={lines}"],
-            capture_output=True, text=True, check=False,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         return result.stdout + result.stderr
 
@@ -152,20 +164,31 @@ async def kube(kube_cluster: Any) -> AsyncIterator[Kube]:
 
 
 @pytest.fixture(scope="session")
-async def operator(kube_cluster: Any, kube: Kube) -> AsyncIterator[OperatorProcess | DeployedOperator]:
+async def operator(
+    kube_cluster: Any, kube: Kube
+) -> AsyncIterator[OperatorProcess | DeployedOperator]:
     if os.environ.get("PODTRAIL_E2E_OPERATOR") == "deployed":
         yield DeployedOperator(kube)
         return
     subprocess.run(
         [str(kube_cluster.kubectl), "apply", "-k", str(REPO / "crds")],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     )
     subprocess.run(
-        [str(kube_cluster.kubectl), "wait", "--for=condition=Established", "--timeout=60s",
-         "crd/podlifecyclerecords.podtrail.io"],
-        check=True, capture_output=True,
+        [
+            str(kube_cluster.kubectl),
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/podlifecyclerecords.podtrail.io",
+        ],
+        check=True,
+        capture_output=True,
     )
-    running = OperatorProcess(str(kube_cluster.kubeconfig), Path(tempfile.mkdtemp(prefix="podtrail-e2e-")))
+    running = OperatorProcess(
+        str(kube_cluster.kubeconfig), Path(tempfile.mkdtemp(prefix="podtrail-e2e-"))
+    )
     await running.start()
     yield running
     await running.stop()

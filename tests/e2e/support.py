@@ -174,8 +174,12 @@ class Kube:
     async def records(self, namespace: str, label_selector: str | None = None) -> list[Obj]:
         listing = await self._json(
             self.custom.list_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL,
-                label_selector=label_selector or "", _preload_content=False,
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                label_selector=label_selector or "",
+                _preload_content=False,
             )
         )
         return list(listing.get("items") or [])
@@ -196,7 +200,9 @@ class Kube:
             if record is not None and condition(record):
                 return record
             await asyncio.sleep(0.5)
-        raise AssertionError(f"{namespace}/{name}: timed out waiting for {what}\n{describe(record)}")
+        raise AssertionError(
+            f"{namespace}/{name}: timed out waiting for {what}\n{describe(record)}"
+        )
 
     async def wait_pod(
         self,

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from tests.e2e.conftest import Harness
 from tests.e2e.support import (
     container,
@@ -20,7 +19,9 @@ from tests.e2e.support import (
 SERVE = "mkdir -p /www && echo ok > /www/index.html && httpd -f -p 8080 -h /www"
 
 
-async def _run(h: Harness, prefix: str, body: dict[str, Any], until: Any, timeout: float = 120) -> Any:
+async def _run(
+    h: Harness, prefix: str, body: dict[str, Any], until: Any, timeout: float = 120
+) -> Any:
     namespace = await h.namespace(prefix)
     await h.kube.create_pod(namespace, body)
     return await h.kube.wait_record(namespace, body["metadata"]["name"], until, timeout=timeout)
@@ -84,18 +85,24 @@ async def probes(h: Harness) -> Any:
     body = pod(
         "probed",
         container(
-            "web", SERVE,
+            "web",
+            SERVE,
             startupProbe={"httpGet": {"path": "/", "port": 8080}, "periodSeconds": 1},
             readinessProbe={"tcpSocket": {"port": 8080}, "periodSeconds": 1},
         ),
         container(
-            "sad", "sleep 3600",
+            "sad",
+            "sleep 3600",
             readinessProbe={"exec": {"command": ["false"]}, "periodSeconds": 1},
         ),
         container(
-            "dying", "sleep 3600",
-            livenessProbe={"exec": {"command": ["false"]}, "periodSeconds": 1,
-                           "failureThreshold": 2},
+            "dying",
+            "sleep 3600",
+            livenessProbe={
+                "exec": {"command": ["false"]},
+                "periodSeconds": 1,
+                "failureThreshold": 2,
+            },
         ),
         grace=1,
     )

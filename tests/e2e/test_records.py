@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 from kubernetes_asyncio.client.exceptions import ApiException
-
 from tests.e2e.conftest import Harness
 from tests.e2e.support import GROUP, PLURAL, VERSION, container, entries, pod, pod_running
 
@@ -53,7 +52,9 @@ async def opted_out(h: Harness) -> Any:
     await h.kube.create_pod(quiet, pod("ignored", container("app", SLEEP), grace=1))
     await h.kube.create_pod(
         loud,
-        pod("private", container("app", SLEEP), grace=1, annotations={"podtrail.io/track": "false"}),
+        pod(
+            "private", container("app", SLEEP), grace=1, annotations={"podtrail.io/track": "false"}
+        ),
     )
     await h.kube.create_pod(loud, pod("tracked", container("app", SLEEP), grace=1))
     await h.kube.wait_pod(quiet, "ignored", pod_running)
@@ -90,9 +91,16 @@ async def retention(h: Harness) -> Any:
     namespace = await h.namespace("retention")
     # Created by a user ahead of its pod, with a short retention of its own.
     await h.kube.custom.create_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL,
-        {"apiVersion": f"{GROUP}/{VERSION}", "kind": "PodLifecycleRecord",
-         "metadata": {"name": "brief"}, "spec": {"podName": "brief", "ttlSecondsAfterPodDeletion": 4}},
+        GROUP,
+        VERSION,
+        namespace,
+        PLURAL,
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "PodLifecycleRecord",
+            "metadata": {"name": "brief"},
+            "spec": {"podName": "brief", "ttlSecondsAfterPodDeletion": 4},
+        },
     )
     await h.kube.create_pod(namespace, pod("brief", container("app", "echo bye"), restart="Never"))
     await h.kube.create_pod(namespace, pod("kept", container("app", "echo bye"), restart="Never"))
@@ -124,13 +132,18 @@ async def statefulset_recreated(h: Harness) -> Any:
             },
         },
     )
-    first = await h.kube.wait_record(namespace, "db-0", lambda r: r["status"].get("phase") == "Running")
+    first = await h.kube.wait_record(
+        namespace, "db-0", lambda r: r["status"].get("phase") == "Running"
+    )
     await h.kube.delete_pod(namespace, "db-0")
     return first, await h.kube.wait_record(
-        namespace, "db-0",
-        lambda r: bool(r["status"].get("previousInstances"))
-        and r["status"].get("phase") == "Running"
-        and r["status"].get("podUID") != first["status"]["podUID"],
+        namespace,
+        "db-0",
+        lambda r: (
+            bool(r["status"].get("previousInstances"))
+            and r["status"].get("phase") == "Running"
+            and r["status"].get("podUID") != first["status"]["podUID"]
+        ),
         timeout=120,
         what="the recreated pod",
     )

@@ -7,7 +7,6 @@ from collections import Counter
 from typing import Any
 
 import pytest
-
 from tests.e2e.conftest import Harness
 from tests.e2e.support import container, entries, entry, has_outcome, pod, pod_running
 
@@ -28,8 +27,10 @@ async def operator_restart(h: Harness) -> Any:
         await h.kube.delete_pod(namespace, "doomed", grace=0)
         await h.kube.wait_pod_gone(namespace, "doomed")
         await h.kube.wait_pod(
-            namespace, "finisher",
-            lambda p: (p.get("status") or {}).get("phase") == "Succeeded", timeout=60,
+            namespace,
+            "finisher",
+            lambda p: (p.get("status") or {}).get("phase") == "Succeeded",
+            timeout=60,
         )
     finally:
         await h.operator.start()
@@ -43,7 +44,9 @@ async def operator_restart(h: Harness) -> Any:
 @pytest.mark.scenario(operator_restart, exclusive=True)
 def test_restart_backfills_without_duplicates(outcome: Any) -> None:
     before, steady, finisher, doomed = outcome
-    assert steady["status"]["timeline"] == before["status"]["timeline"], "nothing new, nothing twice"
+    assert steady["status"]["timeline"] == before["status"]["timeline"], (
+        "nothing new, nothing twice"
+    )
     for record in (steady, finisher, doomed):
         keys = Counter(e["key"] for e in record["status"]["timeline"])
         assert [k for k, n in keys.items() if n > 1] == []

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from tests.e2e.conftest import Harness
 from tests.e2e.support import (
     container,
@@ -31,7 +30,9 @@ async def _delete_running(h: Harness, prefix: str, body: dict[str, Any], **delet
     await h.kube.delete_pod(namespace, name, **delete)
     await h.kube.wait_pod_gone(namespace, name)
     return await h.kube.wait_record(
-        namespace, name, lambda r: bool((r["status"].get("times") or {}).get("deleted")),
+        namespace,
+        name,
+        lambda r: bool((r["status"].get("times") or {}).get("deleted")),
         what="the pod's removal",
     )
 
@@ -77,7 +78,9 @@ async def out_of_endpoints(h: Harness) -> Any:
     await h.kube.delete_pod(namespace, "web")
     await h.kube.wait_pod_gone(namespace, "web")
     return await h.kube.wait_record(
-        namespace, "web", lambda r: bool(entries(r, "RemovedFromEndpoints")),
+        namespace,
+        "web",
+        lambda r: bool(entries(r, "RemovedFromEndpoints")),
         what="the removal from the Service's endpoints",
     )
 
@@ -87,9 +90,13 @@ async def evicted(h: Harness) -> Any:
     await h.kube.create_pod(namespace, pod("evictee", container("app", TRAP_TERM), grace=5))
     await h.kube.wait_pod(namespace, "evictee", pod_running, what="Running")
     await h.kube.core.create_namespaced_pod_eviction(
-        "evictee", namespace,
-        {"apiVersion": "policy/v1", "kind": "Eviction",
-         "metadata": {"name": "evictee", "namespace": namespace}},
+        "evictee",
+        namespace,
+        {
+            "apiVersion": "policy/v1",
+            "kind": "Eviction",
+            "metadata": {"name": "evictee", "namespace": namespace},
+        },
     )
     await h.kube.wait_pod_gone(namespace, "evictee")
     return await h.kube.wait_record(namespace, "evictee", has_outcome("Evicted"), what="Evicted")

@@ -9,12 +9,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from tests.unit import builders as b
 
 from podtrail import core
 from podtrail.shell import kube
 from podtrail.shell.metrics import Metrics
 from podtrail.shell.persist import RecordWriter
-from tests.unit import builders as b
 
 NS, NAME = b.NAMESPACE, b.POD
 
@@ -50,8 +50,12 @@ class FakeStore:
         if (namespace, name) in self.records:
             raise kube.AlreadyExistsError(name)
         record = {
-            "metadata": {"namespace": namespace, "name": name, "uid": f"uid-{self.version}",
-                         "labels": dict(labels)},
+            "metadata": {
+                "namespace": namespace,
+                "name": name,
+                "uid": f"uid-{self.version}",
+                "labels": dict(labels),
+            },
             "spec": {"podName": name},
         }
         self.records[(namespace, name)] = record
@@ -87,12 +91,18 @@ def clock() -> datetime:
 
 
 @pytest.fixture
-async def store_and_writer(request: pytest.FixtureRequest) -> AsyncIterator[tuple[FakeStore, RecordWriter]]:
+async def store_and_writer(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[tuple[FakeStore, RecordWriter]]:
     window = getattr(request, "param", 0.2)
     store = FakeStore()
     writer = RecordWriter(
-        store, limits=core.Limits(), window_seconds=window, concurrency=4,
-        metrics=Metrics(), clock=clock,
+        store,
+        limits=core.Limits(),
+        window_seconds=window,
+        concurrency=4,
+        metrics=Metrics(),
+        clock=clock,
     )
     task = asyncio.create_task(writer.run())
     yield store, writer
@@ -106,7 +116,8 @@ def pending_pod() -> dict[str, Any]:
 
 def running_pod() -> dict[str, Any]:
     return b.pod(
-        phase="Running", statuses=[b.running("app", started_at=10, ready=True)],
+        phase="Running",
+        statuses=[b.running("app", started_at=10, ready=True)],
         conditions=b.running_conditions(),
     )
 

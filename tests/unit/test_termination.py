@@ -170,6 +170,17 @@ RUNNING = end(None, None, terminated=False, name="other")
             inputs(phase="Succeeded", containers=(end(0, T - 50, "Completed"),), removal=True),
             Outcome.SUCCEEDED,
         ),
+        # the API server deletes a finished pod with grace 0: not a force deletion
+        (
+            inputs(
+                phase="Succeeded", grace=0, containers=(end(0, T - 9, "Completed"),), removal=True
+            ),
+            Outcome.SUCCEEDED,
+        ),
+        (
+            inputs(phase="Failed", grace=0, containers=(end(3, T - 9, "Error"),), removal=True),
+            Outcome.FAILED,
+        ),
         # removed without any end seen
         (inputs(grace=None, removal=True), Outcome.DELETED),
         (inputs(grace=None, removal=False), Outcome.DELETED_UNOBSERVED),

@@ -206,7 +206,8 @@ def analyse(inputs: EndInputs, *, slack_seconds: float = 2.0) -> Analysis:
 
     1. a disruption reason (DisruptionTarget condition, pod reason Evicted, Preempted Event):
        Evicted, Preempted, TaintManagerDeletion;
-    2. deletion with grace 0 of a scheduled pod: ForceDeleted;
+    2. deletion with grace 0 of a scheduled pod still running: ForceDeleted (the API server
+       deletes a pod that already finished with grace 0 too: that keeps its own outcome);
     3. deletion while containers ran (some container ended at or after T − 1 s): OOMKilled if
        any was OOM-killed, else KilledAfterGrace if any was killed at the deadline, else
        GracefulShutdown if all exited on TERM (exit 0/143), else Failed; if a container was
@@ -259,7 +260,14 @@ def _decide(inputs: EndInputs, judgements: tuple[Judgement, ...], all_terminated
     if disruption is not None:
         return disruption
     deletion = inputs.deletion
-    if deletion is not None and deletion.grace_seconds == 0 and inputs.scheduled:
+    ended_before_deletion = all_terminated and not judgements
+    if (
+        deletion is not None
+        and deletion.grace_seconds == 0
+        and inputs.scheduled
+        and not ended_before_deletion
+    ):
+        # A pod that had already finished is deleted with grace 0 by the API server itself.
         return Outcome.FORCE_DELETED
     if judgements:
         if inputs.removal_observed is False and not all_terminated:

@@ -68,7 +68,10 @@ def build_registry(settings: PodtrailSettings, metrics: Metrics) -> kopf.Operato
     @kopf.on.startup(registry=registry)
     async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         _tune_kopf(settings)
-        memo.runtime = await _start_runtime(options, metrics)
+        try:
+            memo.runtime = await _start_runtime(options, metrics)
+        except kube_module.KubeError as error:
+            raise kopf.PermanentError(str(error)) from error
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -164,8 +167,12 @@ def _tune_kopf(settings: kopf.OperatorSettings) -> None:
 async def _start_runtime(settings: PodtrailSettings, metrics: Metrics) -> Runtime:
     kube = await Kube.connect(settings.kubeconfig)
     scope = Scope(namespaces=settings.namespaces, opt_in=settings.opt_in)
-    for namespace_object in await kube.list_namespaces():
-        scope.learn_namespace(namespace_object)
+    try:
+        for namespace_object in await kube.list_namespaces():
+            scope.learn_namespace(namespace_object)
+    except BaseException:
+        await kube.close()
+        raise
     writer = RecordWriter(
         kube,
         limits=_limits(settings),
@@ -174,7 +181,11 @@ async def _start_runtime(settings: PodtrailSettings, metrics: Metrics) -> Runtim
         metrics=metrics,
     )
     runtime = Runtime(settings, kube, scope, writer, HeldEvents(), metrics)
-    await _catch_up(runtime)
+    try:
+        await _catch_up(runtime)
+    except BaseException:
+        await kube.close()
+        raise
     if settings.metrics_port:
         start_http_server(settings.metrics_port, registry=metrics.registry)
     runtime.tasks.append(asyncio.create_task(writer.run(), name="record-writer"))

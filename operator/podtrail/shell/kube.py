@@ -101,7 +101,15 @@ class Kube:
             call = _partial(
                 self._custom.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL
             )
-        items, _ = await _list_pages(call)
+        try:
+            items, _ = await _list_pages(call)
+        except (ApiException, json.JSONDecodeError) as error:
+            if isinstance(error, json.JSONDecodeError) or error.status == 404:
+                raise KubeError(
+                    f"{PLURAL}.{GROUP} is not served: is the CRD installed? "
+                    "(kubectl apply -k crds/)"
+                ) from error
+            raise
         return items
 
     async def get_record(self, namespace: str, name: str) -> Raw | None:
