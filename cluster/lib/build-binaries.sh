@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
-# Builds the pinned Kubernetes components and etcd from their upstream Go modules into a cache
-# outside the repository, keyed by version. A second run finds the binaries and builds nothing.
+# Builds the pinned Kubernetes components, etcd, CoreDNS and crictl from their upstream Go modules
+# into a cache outside the repository, keyed by version. A second run finds the binaries and
+# builds nothing.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+# Go from its usual place when PATH lacks it; its caches need a HOME.
+export HOME=${HOME:-/root}
+command -v go >/dev/null || export PATH="/usr/local/go/bin:$PATH"
+need_go() { command -v go >/dev/null || die "Go is needed to build the cluster binaries (not in PATH nor /usr/local/go)"; }
 
 K8S_COMPONENTS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl kubeadm)
 
@@ -11,6 +17,7 @@ build_kubernetes() {
   local missing=()
   for c in "${K8S_COMPONENTS[@]}"; do [[ -x "$out/$c" ]] || missing+=("$c"); done
   if ((${#missing[@]} == 0)); then log "kubernetes $K8S_VERSION binaries cached in $out"; return; fi
+  need_go
   mkdir -p "$work" "$out"
   log "resolving k8s.io/kubernetes@$K8S_VERSION (its staging modules are pinned to v0.${K8S_VERSION#v1.})"
   local upstream_mod
@@ -50,6 +57,7 @@ build_kubernetes() {
 build_etcd() {
   local out="$ETCD_BIN_DIR" work="$CACHE_DIR/src/etcd-$ETCD_VERSION"
   if [[ -x "$out/etcd" ]]; then log "etcd $ETCD_VERSION cached in $out"; return; fi
+  need_go
   mkdir -p "$work" "$out"
   cat >"$work/go.mod" <<MOD
 module podtrail.io/cluster/etcd-build
@@ -77,6 +85,7 @@ MOD
 go_install_cached() {
   local name=$1 pkg=$2 version=$3 out=$4
   if [[ -x "$out/$name" ]]; then log "$name $version cached in $out"; return; fi
+  need_go
   mkdir -p "$out"
   local tmp started=$SECONDS
   tmp=$(mktemp -d "$out/.build.XXXXXX")

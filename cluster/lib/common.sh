@@ -1,4 +1,5 @@
 # Shared settings of the local cluster tooling; sourced, never run. Every path can be overridden.
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 K8S_VERSION=${K8S_VERSION:-v1.34.4}
 ETCD_VERSION=${ETCD_VERSION:-v3.6.5}
 COREDNS_VERSION=${COREDNS_VERSION:-v1.12.4}

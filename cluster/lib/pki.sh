@@ -11,11 +11,11 @@ make_cert() {
   local ext="$PKI_DIR/$name.ext"
   {
     echo "basicConstraints = critical, CA:FALSE"
-    echo "keyUsage = critical, digitalSignature, keyEncipherment"
+    echo "keyUsage = critical, digitalSignature"
     echo "extendedKeyUsage = $usage"
     [[ -n "$san" ]] && echo "subjectAltName = $san"
   } >"$ext"
-  openssl req -new -newkey rsa:2048 -nodes -keyout "$PKI_DIR/$name.key" -out "$PKI_DIR/$name.csr" \
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$PKI_DIR/$name.key" -out "$PKI_DIR/$name.csr" \
     -subj "$subject" 2>/dev/null
   openssl x509 -req -in "$PKI_DIR/$name.csr" -CA "$PKI_DIR/ca.crt" -CAkey "$PKI_DIR/ca.key" \
     -CAcreateserial -out "$PKI_DIR/$name.crt" -days 3650 -sha256 -extfile "$ext" 2>/dev/null
@@ -60,13 +60,13 @@ ensure_pki() {
   rm -rf "$PKI_DIR"
   mkdir -p "$PKI_DIR" "$CONF_DIR"
   chmod 700 "$PKI_DIR"
-  openssl req -x509 -newkey rsa:2048 -nodes -keyout "$PKI_DIR/ca.key" -out "$PKI_DIR/ca.crt" \
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$PKI_DIR/ca.key" -out "$PKI_DIR/ca.crt" \
     -days 3650 -sha256 -subj "/CN=podtrail-cluster-ca" \
     -addext "basicConstraints=critical,CA:TRUE" \
     -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" 2>/dev/null
   chmod 600 "$PKI_DIR/ca.key"
   # Service-account token signing key pair.
-  openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$PKI_DIR/sa.key" 2>/dev/null
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:prime256v1 -out "$PKI_DIR/sa.key" 2>/dev/null
   openssl pkey -in "$PKI_DIR/sa.key" -pubout -out "$PKI_DIR/sa.pub" 2>/dev/null
   chmod 600 "$PKI_DIR/sa.key"
 
