@@ -1,7 +1,7 @@
 """The operator under test, and the scenario runner that plays every selected scenario at once.
 
 Real-cluster scenarios mostly wait on Kubernetes, so they run concurrently: each test names its
-scenario with `@pytest.mark.scenario(fn)`; at the start of the session every selected scenario is
+scenario with `@plays(fn)`; at the start of the session every selected scenario is
 started as a task (each in its own namespace) and each test awaits its own. Scenarios marked
 `exclusive` (they restart the operator) run after all the others have finished.
 
@@ -30,6 +30,12 @@ REPO = Path(__file__).resolve().parents[2]
 Scenario = Callable[["Harness"], Awaitable[Any]]
 
 pytestmark = [pytest.mark.cluster, pytest.mark.kubelet, pytest.mark.e2e]
+
+
+def plays(scenario: Scenario, *, exclusive: bool = False) -> pytest.MarkDecorator:
+    """Mark a test as asserting on what `scenario` returns (run concurrently with the others)."""
+    # with_args: a lone callable given to a mark would be taken as the function to decorate.
+    return pytest.mark.scenario.with_args(scenario, exclusive=exclusive)
 
 
 class OperatorProcess:
@@ -234,7 +240,7 @@ async def outcome(
 ) -> Any:
     """The result of this test's scenario (its exception, if it failed)."""
     marker = request.node.get_closest_marker("scenario")
-    assert marker is not None, "an e2e test names its scenario with @pytest.mark.scenario(fn)"
+    assert marker is not None, "an e2e test names its scenario with @plays(fn)"
     try:
         return await scenarios[marker.args[0]]
     except Exception:

@@ -121,10 +121,15 @@ class Kube:
     async def _json(self, pending: Any) -> Obj:
         response = await pending
         try:
-            data: Obj = json.loads(await response.read())
-            return data
+            payload = await response.read()
         finally:
             response.release()
+        if not 200 <= response.status <= 299:  # raw responses are not checked by the client
+            error = ApiException(status=response.status, reason=response.reason)
+            error.body = payload
+            raise error
+        data: Obj = json.loads(payload)
+        return data
 
     async def namespace(self, prefix: str, annotations: Mapping[str, str] | None = None) -> str:
         name = f"e2e-{prefix}-{uuid.uuid4().hex[:6]}"

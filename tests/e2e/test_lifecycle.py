@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-from tests.e2e.conftest import Harness
+from tests.e2e.conftest import Harness, plays
 from tests.e2e.support import (
     container,
     entries,
@@ -124,7 +123,7 @@ async def hook_failures(h: Harness) -> Any:
     return await _run(h, "posthook", body, has_entry("PostStartHookFailed", "app"))
 
 
-@pytest.mark.scenario(succeeded)
+@plays(succeeded)
 def test_succeeded_pod(outcome: Any) -> None:
     status = outcome["status"]
     assert status["phase"] == "Succeeded"
@@ -140,20 +139,20 @@ def test_succeeded_pod(outcome: Any) -> None:
     assert created == parse_time(entry(outcome, "Created")["time"])
 
 
-@pytest.mark.scenario(failed)
+@plays(failed)
 def test_failed_pod(outcome: Any) -> None:
     assert outcome["status"]["phase"] == "Failed"
     assert entry(outcome, "ContainerTerminated", "app")["exitCode"] == 3
 
 
-@pytest.mark.scenario(oom_killed)
+@plays(oom_killed)
 def test_oom_kill(outcome: Any) -> None:
     killed = entry(outcome, "OOMKilled", "app")
     assert killed["exitCode"] == 137
     assert killed.get("reason") == "OOMKilled"
 
 
-@pytest.mark.scenario(unschedulable)
+@plays(unschedulable)
 def test_unschedulable_pod(outcome: Any) -> None:
     failed_scheduling = entry(outcome, "FailedScheduling")
     assert "node" in failed_scheduling["message"].lower()
@@ -162,13 +161,13 @@ def test_unschedulable_pod(outcome: Any) -> None:
     assert not entries(outcome, "Scheduled")
 
 
-@pytest.mark.scenario(image_pull_fails)
+@plays(image_pull_fails)
 def test_image_that_cannot_be_pulled(outcome: Any) -> None:
     failure = entry(outcome, "ImagePullFailed", "app")
     assert "127.0.0.1:5999/none:1" in failure["message"]
 
 
-@pytest.mark.scenario(init_retried)
+@plays(init_retried)
 def test_init_containers_in_order_one_retried(outcome: Any) -> None:
     started = {
         e["container"]: parse_time(e["time"])
@@ -183,7 +182,7 @@ def test_init_containers_in_order_one_retried(outcome: Any) -> None:
     assert outcome["status"]["init"] == "2/2"
 
 
-@pytest.mark.scenario(native_sidecar)
+@plays(native_sidecar)
 def test_native_sidecar_started_and_ready(outcome: Any) -> None:
     started = entry(outcome, "SidecarStarted", "proxy")
     ready = entry(outcome, "SidecarReady", "proxy")
@@ -193,7 +192,7 @@ def test_native_sidecar_started_and_ready(outcome: Any) -> None:
     assert kinds == {"proxy": "sidecar", "app": "app"}
 
 
-@pytest.mark.scenario(probes)
+@plays(probes)
 def test_probes_fail_and_pass(outcome: Any) -> None:
     readiness = entry(outcome, "ProbeFailed", "sad")
     assert readiness["probe"] == "readiness"
@@ -208,7 +207,7 @@ def test_probes_fail_and_pass(outcome: Any) -> None:
     assert not entries(outcome, "ContainerReady", "sad")
 
 
-@pytest.mark.scenario(hook_failures)
+@plays(hook_failures)
 def test_poststart_hook_failure(outcome: Any) -> None:
     failure = entry(outcome, "PostStartHookFailed", "app")
     assert failure["source"] == "event"

@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import pytest
 from kubernetes_asyncio.client.exceptions import ApiException
-from tests.e2e.conftest import Harness
+from tests.e2e.conftest import Harness, plays
 from tests.e2e.support import GROUP, PLURAL, VERSION, container, entries, pod, pod_running
 
 SLEEP = "trap 'exit 0' TERM; while true; do sleep 0.2; done"
@@ -83,7 +82,7 @@ async def invalid_records(h: Harness) -> Any:
             )
             refusals[case] = None
         except ApiException as error:
-            refusals[case] = (error.status, error.body)
+            refusals[case] = (error.status, str(error.body))
     return refusals
 
 
@@ -149,7 +148,7 @@ async def statefulset_recreated(h: Harness) -> Any:
     )
 
 
-@pytest.mark.scenario(deployment_records)
+@plays(deployment_records)
 def test_records_carry_labels_and_owner(outcome: Any) -> None:
     selected, everything = outcome
     assert len(selected) == 2, "kubectl get plr -l app=shop finds the Deployment's pods"
@@ -163,14 +162,14 @@ def test_records_carry_labels_and_owner(outcome: Any) -> None:
         assert not record["metadata"].get("ownerReferences"), "a record must outlive its pod"
 
 
-@pytest.mark.scenario(opted_out)
+@plays(opted_out)
 def test_opted_out_pods_get_no_record(outcome: Any) -> None:
     in_quiet_namespace, private = outcome
     assert in_quiet_namespace == []
     assert private is None
 
 
-@pytest.mark.scenario(invalid_records)
+@plays(invalid_records)
 def test_invalid_records_are_refused_with_a_clear_message(outcome: Any) -> None:
     for case, refusal in outcome.items():
         assert refusal is not None, f"{case} was accepted"
@@ -180,7 +179,7 @@ def test_invalid_records_are_refused_with_a_clear_message(outcome: Any) -> None:
     assert "ttlSecondsAfterPodDeletion" in outcome["negative-ttl"][1]
 
 
-@pytest.mark.scenario(retention)
+@plays(retention)
 def test_records_outlive_pods_until_their_retention(outcome: Any) -> None:
     gone, brief_after, kept_after = outcome
     assert gone["status"]["outcome"] == "Succeeded"
@@ -190,7 +189,7 @@ def test_records_outlive_pods_until_their_retention(outcome: Any) -> None:
     assert kept_after["status"]["times"]["deleted"]
 
 
-@pytest.mark.scenario(statefulset_recreated)
+@plays(statefulset_recreated)
 def test_pod_recreated_under_the_same_name_keeps_history(outcome: Any) -> None:
     first, second = outcome
     previous = second["status"]["previousInstances"][0]

@@ -6,8 +6,7 @@ import asyncio
 from collections import Counter
 from typing import Any
 
-import pytest
-from tests.e2e.conftest import Harness
+from tests.e2e.conftest import Harness, plays
 from tests.e2e.support import container, entries, entry, has_outcome, pod, pod_running
 
 
@@ -41,7 +40,7 @@ async def operator_restart(h: Harness) -> Any:
     return before, steady, finisher, doomed
 
 
-@pytest.mark.scenario(operator_restart, exclusive=True)
+@plays(operator_restart, exclusive=True)
 def test_restart_backfills_without_duplicates(outcome: Any) -> None:
     before, steady, finisher, doomed = outcome
     assert steady["status"]["timeline"] == before["status"]["timeline"], (

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-from tests.e2e.conftest import Harness
+from tests.e2e.conftest import Harness, plays
 from tests.e2e.support import (
     container,
     entries,
@@ -107,7 +106,7 @@ def deletion(record: dict[str, Any]) -> tuple[Any, Any]:
     return parse_time(termination["requestedAt"]), parse_time(termination["deadline"])
 
 
-@pytest.mark.scenario(exits_on_term)
+@plays(exits_on_term)
 def test_exit_on_term_is_a_graceful_shutdown(outcome: Any) -> None:
     record = outcome
     assert record["status"]["outcome"] == "GracefulShutdown"
@@ -124,7 +123,7 @@ def test_exit_on_term_is_a_graceful_shutdown(outcome: Any) -> None:
     assert entries(record, "PodDeleted")
 
 
-@pytest.mark.scenario(ignores_term)
+@plays(ignores_term)
 def test_sigkill_at_the_grace_deadline(outcome: Any) -> None:
     record = outcome
     assert record["status"]["outcome"] == "KilledAfterGrace"
@@ -138,7 +137,7 @@ def test_sigkill_at_the_grace_deadline(outcome: Any) -> None:
     assert entries(record, "KillingStarted", "app")
 
 
-@pytest.mark.scenario(prestop_in_time)
+@plays(prestop_in_time)
 def test_prestop_then_term(outcome: Any) -> None:
     record = outcome
     assert record["status"]["outcome"] == "GracefulShutdown"
@@ -149,7 +148,7 @@ def test_prestop_then_term(outcome: Any) -> None:
     assert (parse_time(exited["time"]) - requested).total_seconds() >= 0.9
 
 
-@pytest.mark.scenario(prestop_outlasts_grace)
+@plays(prestop_outlasts_grace)
 def test_prestop_outlasting_the_grace_gets_two_more_seconds(outcome: Any) -> None:
     record = outcome
     assert record["status"]["outcome"] == "KilledAfterGrace"
@@ -160,7 +159,7 @@ def test_prestop_outlasting_the_grace_gets_two_more_seconds(outcome: Any) -> Non
     assert 1.0 <= late <= 3.5, f"the kubelet's one-time 2 s extension, got {late}"
 
 
-@pytest.mark.scenario(force_deleted)
+@plays(force_deleted)
 def test_force_deletion(outcome: Any) -> None:
     record = outcome
     assert record["status"]["outcome"] == "ForceDeleted"
@@ -168,7 +167,7 @@ def test_force_deletion(outcome: Any) -> None:
     assert entries(record, "ForceDeleted")
 
 
-@pytest.mark.scenario(out_of_endpoints)
+@plays(out_of_endpoints)
 def test_taken_out_of_the_service_endpoints_on_deletion(outcome: Any) -> None:
     record = outcome
     requested, _ = deletion(record)
@@ -181,7 +180,7 @@ def test_taken_out_of_the_service_endpoints_on_deletion(outcome: Any) -> None:
     assert parse_time(removed["time"]) >= turned
 
 
-@pytest.mark.scenario(evicted)
+@plays(evicted)
 def test_eviction_through_the_eviction_api(outcome: Any) -> None:
     record = outcome
     assert record["status"]["outcome"] == "Evicted"

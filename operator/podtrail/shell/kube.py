@@ -43,7 +43,8 @@ def _translate(error: ApiException) -> Exception:
     if error.status == 404:
         return NotFoundError(error.reason)
     if error.status == 409:
-        body = error.body if isinstance(error.body, str) else ""
+        raw: object = error.body
+        body = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw or "")
         if "AlreadyExists" in body:
             return AlreadyExistsError(error.reason)
         return ConflictError(error.reason)
@@ -263,6 +264,11 @@ async def _json(pending: Awaitable[Any]) -> Raw:
         payload = await response.read()
     finally:
         response.release()
+    if not 200 <= response.status <= 299:
+        # A raw (unpreloaded) response is not checked by the client library: do it here.
+        error = ApiException(status=response.status, reason=response.reason)
+        error.body = payload
+        raise error
     data = json.loads(payload)
     if not isinstance(data, dict):
         raise KubeError("the API answered with something other than an object")
