@@ -9,7 +9,7 @@ import pytest
 from podtrail import core
 from podtrail.core.facts import Merge
 
-from .builders import NAMESPACE, POD, UID, at, pod, running, running_conditions, ts
+from .builders import NAMESPACE, POD, UID, at, pod, running, running_conditions, terminated, ts
 from .scenarios import SCENARIOS, play
 
 
@@ -176,3 +176,74 @@ def test_terminal_steps_are_flagged() -> None:
     gone = core.advance(status, core.PodGone(NAMESPACE, POD, UID, at(50), True), now=at(50))
     assert gone.terminal and [f.type for f in gone.facts] == ["PodDeleted"]
     assert gone.status["times"]["deleted"] == ts(50)
+
+
+def _steps(*raws: dict[str, Any]) -> core.Advance:
+    status: dict[str, Any] = {}
+    step = None
+    for raw in raws:
+        step = core.advance(status, core.observe_pod(raw), now=at(500))
+        status = step.status
+    assert step is not None
+    return step
+
+
+@pytest.mark.parametrize(
+    ("exit_code", "finished", "grace", "outcome"),
+    [(0, 101, 20, "GracefulShutdown"), (137, 103, 3, "KilledAfterGrace")],
+)
+def test_the_kubelets_final_delete_is_not_a_new_request(
+    exit_code: int, finished: float, grace: int, outcome: str
+) -> None:
+    alive = pod(
+        phase="Running",
+        statuses=[running("app", started_at=10, ready=True)],
+        conditions=running_conditions(),
+    )
+    deleting = pod(
+        phase="Running",
+        statuses=[running("app", started_at=10, ready=True)],
+        conditions=running_conditions(),
+        deleted_at=100,
+        grace=grace,
+    )
+    ended = terminated("app", exit_code=exit_code, started_at=10, finished_at=finished)
+    phase = "Succeeded" if exit_code == 0 else "Failed"
+    stopped = pod(
+        phase=phase, statuses=[ended], conditions=running_conditions(), deleted_at=100, grace=grace
+    )
+    # Every container has stopped: the kubelet removes the pod with a grace-0 delete.
+    removed = pod(
+        phase=phase,
+        statuses=[ended],
+        conditions=running_conditions(),
+        deleted_at=finished + 2,
+        grace=0,
+    )
+    step = _steps(alive, deleting, stopped, removed)
+    status = step.status
+    assert status["outcome"] == outcome
+    assert status["termination"]["requestedAt"] == ts(100)
+    assert status["termination"]["gracePeriodSeconds"] == grace
+    assert not [e for e in status["timeline"] if e["type"] == "ForceDeleted"]
+    assert step.facts == ()
+
+
+def test_a_force_delete_while_containers_run_replaces_the_request() -> None:
+    alive = pod(
+        phase="Running",
+        statuses=[running("app", started_at=10, ready=True)],
+        conditions=running_conditions(),
+        deleted_at=100,
+        grace=30,
+    )
+    forced = pod(
+        phase="Running",
+        statuses=[running("app", started_at=10, ready=True)],
+        conditions=running_conditions(),
+        deleted_at=105,
+        grace=0,
+    )
+    status = _steps(alive, forced).status
+    assert status["termination"]["gracePeriodSeconds"] == 0
+    assert [e for e in status["timeline"] if e["type"] == "ForceDeleted"]

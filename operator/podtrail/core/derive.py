@@ -12,6 +12,7 @@ import re
 from datetime import datetime
 
 from .clock import format_time, seconds_between
+from .deletion import next_deletion
 from .facts import (
     ContainerKind,
     Fact,
@@ -24,7 +25,7 @@ from .facts import (
     signal_of,
 )
 from .limits import Limits
-from .model import Deletion, Record
+from .model import Record
 from .observe import (
     ConditionSeen,
     ContainerSeen,
@@ -245,21 +246,18 @@ def _condition_fact(cond: ConditionSeen, pod: PodSeen, uid: str, now: datetime, 
 
 
 def _window(record: Record, pod: PodSeen) -> DeletionWindow | None:
-    if pod.deletion_timestamp is not None:
-        grace = pod.deletion_grace_seconds or 0
-        deletion = Deletion(pod.deletion_timestamp, grace)
-        return DeletionWindow(deletion.requested_at, grace)
-    if record.deletion is not None:
-        return DeletionWindow(record.deletion.requested_at, record.deletion.grace_seconds)
-    return None
+    deletion = next_deletion(record.deletion, pod)
+    if deletion is None:
+        return None
+    return DeletionWindow(deletion.requested_at, deletion.grace_seconds)
 
 
 def _deletion_facts(record: Record, pod: PodSeen, uid: str) -> list[Fact]:
-    stamp = pod.deletion_timestamp
-    if stamp is None or (record.deletion is not None and record.deletion.timestamp == stamp):
+    deletion = next_deletion(record.deletion, pod)
+    if deletion is None or deletion == record.deletion:
         return []
-    window = _window(record, pod)
-    assert window is not None
+    stamp = deletion.timestamp
+    window = DeletionWindow(deletion.requested_at, deletion.grace_seconds)
     grace = window.grace_seconds
     deadline = format_time(window.deadline)
     if grace == 0 and pod.node_name:

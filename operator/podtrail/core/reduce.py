@@ -13,12 +13,12 @@ from datetime import datetime
 
 from .clock import earlier, later
 from .conclude import analyse_record
+from .deletion import next_deletion
 from .facts import Fact, FactType, Merge, Probe, importance
 from .limits import Limits
 from .model import (
     ConditionRecord,
     ContainerRecord,
-    Deletion,
     EndpointRecord,
     EndpointRemoval,
     Entry,
@@ -158,9 +158,7 @@ def _absorb_pod(record: Record, pod: PodSeen, facts: list[Fact], limits: Limits)
         tuple(_absorb_container(record.container(c.name), c) for c in pod.containers)
         or record.containers
     )
-    deletion = record.deletion
-    if pod.deletion_timestamp is not None:
-        deletion = Deletion(pod.deletion_timestamp, pod.deletion_grace_seconds or 0)
+    deletion = next_deletion(record.deletion, pod)
     disruption_reason, disruption_message = record.disruption_reason, record.disruption_message
     target = next(
         (c for c in pod.conditions if c.type == "DisruptionTarget" and c.status == "True"), None

@@ -1,0 +1,24 @@
+"""Which deletion request a record keeps when the pod's deletion metadata changes."""
+
+from __future__ import annotations
+
+from .model import Deletion
+from .observe import PodSeen
+
+
+def next_deletion(current: Deletion | None, pod: PodSeen) -> Deletion | None:
+    """The deletion request to keep after seeing `pod`.
+
+    Once every container of a deleted pod has stopped, the kubelet deletes the pod again with
+    grace 0 to remove it from the API: that final delete rewrites deletionTimestamp and
+    deletionGracePeriodSeconds, but it is not a new request, so the first request stands. A
+    shorter grace period while containers still run (a force delete after a graceful one) is a
+    new request and replaces it.
+    """
+    if pod.deletion_timestamp is None:
+        return current
+    seen = Deletion(pod.deletion_timestamp, pod.deletion_grace_seconds or 0)
+    if current is None or seen == current:
+        return current or seen
+    final_removal = seen.grace_seconds == 0 and all(c.state != "running" for c in pod.containers)
+    return current if final_removal else seen
