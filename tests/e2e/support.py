@@ -101,8 +101,17 @@ def describe(record: Obj | None) -> str:
     return "\n".join(lines)
 
 
+def status_of(record: Obj) -> Obj:
+    status: Obj = record.get("status") or {}
+    return status
+
+
 def has_outcome(*outcomes: str) -> Callable[[Obj], bool]:
-    return lambda record: (record.get("status") or {}).get("outcome") in outcomes
+    return lambda record: status_of(record).get("outcome") in outcomes
+
+
+def has_phase(phase: str) -> Callable[[Obj], bool]:
+    return lambda record: status_of(record).get("phase") == phase
 
 
 def has_entry(kind: str, container_name: str | None = None) -> Callable[[Obj], bool]:

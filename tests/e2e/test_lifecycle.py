@@ -77,7 +77,7 @@ async def native_sidecar(h: Harness) -> Any:
     ready = {"tcpSocket": {"port": 8080}, "periodSeconds": 1}
     sidecar = container("proxy", SERVE, restartPolicy="Always", readinessProbe=ready)
     body = pod("sidecar", container("app", "sleep 3600"), init=[sidecar], grace=1)
-    return await _run(h, "sidecar", body, has_entry("SidecarReady", "proxy"))
+    return await _run(h, "sidecar", body, has_entry("ContainerStarted", "app"))
 
 
 async def probes(h: Harness) -> Any:
@@ -163,8 +163,10 @@ def test_unschedulable_pod(outcome: Any) -> None:
 
 @plays(image_pull_fails)
 def test_image_that_cannot_be_pulled(outcome: Any) -> None:
-    failure = entry(outcome, "ImagePullFailed", "app")
-    assert "127.0.0.1:5999/none:1" in failure["message"]
+    assert entries(outcome, "ImagePullFailed", "app")
+    pulls = entries(outcome, "ImagePulling", "app") + entries(outcome, "BackOff", "app")
+    assert any("127.0.0.1:5999/none:1" in e["summary"] + e.get("message", "") for e in pulls)
+    assert outcome["status"]["containers"][0]["reason"] in {"ErrImagePull", "ImagePullBackOff"}
 
 
 @plays(init_retried)
@@ -179,7 +181,7 @@ def test_init_containers_in_order_one_retried(outcome: Any) -> None:
     assert first_end["exitCode"] == 0
     flaky_ends = [e.get("exitCode") for e in entries(outcome, "ContainerTerminated", "flaky")]
     assert 1 in flaky_ends and 0 in flaky_ends, flaky_ends
-    assert outcome["status"]["init"] == "2/2"
+    assert outcome["status"]["summary"]["init"] == "2/2"
 
 
 @plays(native_sidecar)

@@ -7,7 +7,17 @@ from typing import Any
 
 from kubernetes_asyncio.client.exceptions import ApiException
 from tests.e2e.conftest import Harness, plays
-from tests.e2e.support import GROUP, PLURAL, VERSION, container, entries, pod, pod_running
+from tests.e2e.support import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    container,
+    entries,
+    has_phase,
+    pod,
+    pod_running,
+    status_of,
+)
 
 SLEEP = "trap 'exit 0' TERM; while true; do sleep 0.2; done"
 
@@ -58,7 +68,7 @@ async def opted_out(h: Harness) -> Any:
     await h.kube.create_pod(loud, pod("tracked", container("app", SLEEP), grace=1))
     await h.kube.wait_pod(quiet, "ignored", pod_running)
     await h.kube.wait_pod(loud, "private", pod_running)
-    await h.kube.wait_record(loud, "tracked", lambda r: r["status"].get("phase") == "Running")
+    await h.kube.wait_record(loud, "tracked", has_phase("Running"))
     await asyncio.sleep(3)  # well past the coalescing window
     return await h.kube.records(quiet), await h.kube.record(loud, "private")
 
@@ -104,10 +114,10 @@ async def retention(h: Harness) -> Any:
     await h.kube.create_pod(namespace, pod("brief", container("app", "echo bye"), restart="Never"))
     await h.kube.create_pod(namespace, pod("kept", container("app", "echo bye"), restart="Never"))
     for name in ("brief", "kept"):
-        await h.kube.wait_record(namespace, name, lambda r: r["status"].get("phase") == "Succeeded")
+        await h.kube.wait_record(namespace, name, has_phase("Succeeded"))
         await h.kube.delete_pod(namespace, name)
     gone = await h.kube.wait_record(
-        namespace, "brief", lambda r: bool((r["status"].get("times") or {}).get("deleted"))
+        namespace, "brief", lambda r: bool((status_of(r).get("times") or {}).get("deleted"))
     )
     for _ in range(60):
         if await h.kube.record(namespace, "brief") is None:
@@ -131,17 +141,15 @@ async def statefulset_recreated(h: Harness) -> Any:
             },
         },
     )
-    first = await h.kube.wait_record(
-        namespace, "db-0", lambda r: r["status"].get("phase") == "Running"
-    )
+    first = await h.kube.wait_record(namespace, "db-0", has_phase("Running"))
     await h.kube.delete_pod(namespace, "db-0")
     return first, await h.kube.wait_record(
         namespace,
         "db-0",
         lambda r: (
-            bool(r["status"].get("previousInstances"))
-            and r["status"].get("phase") == "Running"
-            and r["status"].get("podUID") != first["status"]["podUID"]
+            bool(status_of(r).get("previousInstances"))
+            and has_phase("Running")(r)
+            and status_of(r).get("podUID") != first["status"]["podUID"]
         ),
         timeout=120,
         what="the recreated pod",

@@ -7,7 +7,15 @@ from collections import Counter
 from typing import Any
 
 from tests.e2e.conftest import Harness, plays
-from tests.e2e.support import container, entries, entry, has_outcome, pod, pod_running
+from tests.e2e.support import (
+    container,
+    entries,
+    entry,
+    has_outcome,
+    has_phase,
+    pod,
+    pod_running,
+)
 
 
 async def operator_restart(h: Harness) -> Any:
@@ -19,7 +27,7 @@ async def operator_restart(h: Harness) -> Any:
     await h.kube.create_pod(namespace, pod("steady", container("app", "sleep 3600"), grace=1))
     for name in ("finisher", "doomed", "steady"):
         await h.kube.wait_pod(namespace, name, pod_running)
-        await h.kube.wait_record(namespace, name, lambda r: r["status"].get("phase") == "Running")
+        await h.kube.wait_record(namespace, name, has_phase("Running"))
     before = await h.kube.record(namespace, "steady")
     await h.operator.stop()
     try:

@@ -10,10 +10,12 @@ from tests.e2e.support import (
     entries,
     entry,
     has_outcome,
+    has_phase,
     parse_time,
     pod,
     pod_ready,
     pod_running,
+    status_of,
 )
 
 TRAP_TERM = "trap 'echo bye; exit 0' TERM; while true; do sleep 0.2; done"
@@ -25,13 +27,13 @@ async def _delete_running(h: Harness, prefix: str, body: dict[str, Any], **delet
     name = body["metadata"]["name"]
     await h.kube.create_pod(namespace, body)
     await h.kube.wait_pod(namespace, name, pod_running, what="Running")
-    await h.kube.wait_record(namespace, name, lambda r: r["status"].get("phase") == "Running")
+    await h.kube.wait_record(namespace, name, has_phase("Running"))
     await h.kube.delete_pod(namespace, name, **delete)
     await h.kube.wait_pod_gone(namespace, name)
     return await h.kube.wait_record(
         namespace,
         name,
-        lambda r: bool((r["status"].get("times") or {}).get("deleted")),
+        lambda r: bool((status_of(r).get("times") or {}).get("deleted")),
         what="the pod's removal",
     )
 

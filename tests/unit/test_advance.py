@@ -247,3 +247,24 @@ def test_a_force_delete_while_containers_run_replaces_the_request() -> None:
     status = _steps(alive, forced).status
     assert status["termination"]["gracePeriodSeconds"] == 0
     assert [e for e in status["timeline"] if e["type"] == "ForceDeleted"]
+
+
+def test_the_removal_of_an_earlier_instance_may_arrive_after_its_successor() -> None:
+    first = pod(
+        uid="uid-1",
+        phase="Running",
+        statuses=[running("app", started_at=10)],
+        created=0,
+        conditions=running_conditions(),
+    )
+    second = pod(uid="uid-2", phase="Pending", created=50)
+    status = _steps(first, second).status
+    assert status["previousInstances"][0]["uid"] == "uid-1"
+    assert "deleted" not in status["previousInstances"][0]
+    gone = core.PodGone(NAMESPACE, POD, "uid-1", at(49), True)
+    step = core.advance(status, gone, now=at(60))
+    assert step.status["previousInstances"][0]["deleted"] == ts(49)
+    assert step.status["podUID"] == "uid-2"
+    assert step.status["timeline"] == status["timeline"]
+    again = core.advance(step.status, gone, now=at(61))
+    assert again.status == step.status and again.facts == ()

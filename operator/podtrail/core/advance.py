@@ -10,8 +10,8 @@ from typing import Any
 from .derive import derive
 from .facts import Fact
 from .limits import DEFAULT_LIMITS, Limits
-from .observe import Observation
-from .reduce import reduce, route
+from .observe import Observation, PodGone
+from .reduce import close_previous_instance, reduce, route
 from .render import load_status, render_status
 
 
@@ -21,7 +21,9 @@ class Advance:
 
     Attributes:
         status: The complete new status (JSON-serialisable, valid against the CRD schema).
-        facts: The facts new in this step; when empty, ``status`` is the input normalised.
+        facts: The facts new in this step; when empty, ``status`` is the input normalised
+            (or, for the late removal of an earlier pod of the same name, the input with that
+            instance's summary completed).
         terminal: True when a new fact should be written at once (an end, a termination step,
             the pod gone).
     """
@@ -51,6 +53,10 @@ def advance(
         The new status, the new facts and whether they should be flushed at once.
     """
     record = load_status(status, limits)
+    if isinstance(observation, PodGone):
+        closed = close_previous_instance(record, observation)
+        if closed is not None:  # a summary changes, the timeline does not
+            return Advance(status=render_status(closed, limits), facts=(), terminal=True)
     routed = route(record, observation, limits)
     if routed is not None:
         candidates = derive(routed, observation, now=now, limits=limits)

@@ -79,6 +79,25 @@ def route(record: Record, observation: Observation, limits: Limits) -> Record | 
     return None
 
 
+def close_previous_instance(record: Record, gone: PodGone) -> Record | None:
+    """Note the removal of an earlier instance whose removal arrived after its successor.
+
+    Pods with different UIDs are watched independently, so a recreated pod (a StatefulSet's)
+    can be seen before its predecessor's removal. Returns None when there is nothing to note.
+    """
+    if gone.pod_uid is None or gone.pod_uid == record.pod_uid:
+        return None
+    previous = tuple(
+        replace(instance, deleted=gone.time)
+        if instance.uid == gone.pod_uid and instance.deleted is None
+        else instance
+        for instance in record.previous
+    )
+    if previous == record.previous:
+        return None
+    return replace(record, previous=previous)
+
+
 def rollover(record: Record, limits: Limits) -> Record:
     """Start over for a new pod instance, keeping a summary of the current one."""
     if record.pod_uid is None:

@@ -1,0 +1,234 @@
+"""The operator image deployed with the manifests users apply, on the session's cluster.
+
+Builds the image (image/build.sh), loads it into the cluster (image/load.sh), deploys it
+(image/deploy.sh: manifests/ with the image swapped) and checks what only a deployed operator
+shows: the rollout, the first record, the pod's hardening and memory at rest, a new operator pod
+taking over without duplicating facts, the metrics Service, and undeploy keeping the CRD and the
+records. The deployed operator is scoped to this module's namespace (PODTRAIL_NAMESPACES), so
+it never touches other tests' records. Measurements go to build/deploy/measurements.json. The
+operator is left installed only if it was installed before. The end-to-end scenarios against
+the deployed operator run with `make deploy e2e` (PODTRAIL_E2E_OPERATOR=deployed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from tests.deploy.helpers import REPO, run_tool
+
+pytestmark = [pytest.mark.cluster, pytest.mark.kubelet, pytest.mark.e2e]
+
+NAMESPACE = "podtrail-system"
+SELECTOR = "app.kubernetes.io/name=podtrail,app.kubernetes.io/component=operator"
+TESTBOX = os.environ.get("PODTRAIL_TESTBOX_IMAGE", "podtrail.local/testbox:1")
+MEASUREMENTS = REPO / "build" / "deploy" / "measurements.json"
+
+
+class Cluster:
+    def __init__(self, kube_cluster: Any) -> None:
+        self.kube_cluster = kube_cluster
+        self.env = {
+            "KUBECONFIG": str(kube_cluster.kubeconfig),
+            "KUBECTL": str(kube_cluster.kubectl),
+        }
+
+    def run(self, *args: str, check: bool = True, stdin: str | None = None) -> str:
+        result = subprocess.run(
+            [self.kube_cluster.kubectl, "--kubeconfig", str(self.kube_cluster.kubeconfig), *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+        if check:
+            assert result.returncode == 0, f"kubectl {' '.join(args)}:\n{result.stderr}"
+        return result.stdout
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.run(*args, "-o", "json"))
+
+    def exists(self, *args: str) -> bool:
+        return bool(self.run("get", *args, "--ignore-not-found", "-o", "name", check=False).strip())
+
+    def record(self, namespace: str, name: str) -> dict[str, Any] | None:
+        out = self.run("-n", namespace, "get", "plr", name, "--ignore-not-found", "-o", "json")
+        return json.loads(out) if out.strip() else None
+
+    def operator_pod(self) -> dict[str, Any]:
+        pods = [
+            p
+            for p in self.json("-n", NAMESPACE, "get", "pods", "-l", SELECTOR)["items"]
+            if not p["metadata"].get("deletionTimestamp")
+        ]
+        assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
+        return dict(pods[0])
+
+
+def wait(what: str, probe: Callable[[], Any], timeout: float = 120) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = probe()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.5)
+
+
+def measure(**values: Any) -> None:
+    MEASUREMENTS.parent.mkdir(parents=True, exist_ok=True)
+    known = json.loads(MEASUREMENTS.read_text()) if MEASUREMENTS.exists() else {}
+    known.update(values)
+    MEASUREMENTS.write_text(json.dumps(known, indent=2) + "\n")
+
+
+def sleeper(name: str) -> str:
+    return json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "labels": {"app": name}},
+            "spec": {
+                "terminationGracePeriodSeconds": 1,
+                "automountServiceAccountToken": False,
+                "enableServiceLinks": False,
+                "containers": [
+                    {
+                        "name": "app",
+                        "image": TESTBOX,
+                        "imagePullPolicy": "IfNotPresent",
+                        "command": ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"],
+                    }
+                ],
+            },
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def cluster(kube_cluster: Any) -> Cluster:
+    return Cluster(kube_cluster)
+
+
+@pytest.fixture(scope="module")
+def deployed(cluster: Cluster) -> Iterator[dict[str, Any]]:
+    if os.geteuid() != 0 and shutil.which("docker") is None:
+        pytest.skip("building the image needs a Docker engine or root to start the local one")
+    was_installed = cluster.exists("deployment", "-n", NAMESPACE, "podtrail")
+    if was_installed:
+        run_tool("undeploy.sh", cluster.env, timeout=300)
+    run_tool("build.sh", timeout=1800)
+    run_tool("load.sh", cluster.env, timeout=600)
+
+    namespace = f"podtrail-deploy-{uuid.uuid4().hex[:6]}"
+    state: dict[str, Any] = {"namespace": namespace, "undeployed": False}
+    try:
+        cluster.run("create", "namespace", namespace)
+        cluster.run("-n", namespace, "create", "-f", "-", stdin=sleeper("sleeper"))
+        cluster.run(
+            "-n", namespace, "wait", "--for=condition=Ready", "pod/sleeper", "--timeout=120s"
+        )
+        # Scoped to this module's namespace, so it never writes to other tests' records.
+        env = {**cluster.env, "DEPLOY_ENV": f"PODTRAIL_NAMESPACES={namespace}"}
+        started = time.monotonic()
+        run_tool("deploy.sh", env, timeout=600)
+        rolled_out = time.monotonic() - started
+        wait("the sleeper's record", lambda: cluster.record(namespace, "sleeper"), timeout=120)
+        state["first_record"] = time.monotonic() - started
+        measure(
+            apply_to_rollout_seconds=round(rolled_out, 1),
+            apply_to_first_record_seconds=round(state["first_record"], 1),
+        )
+        yield state
+    finally:
+        if was_installed:
+            run_tool("deploy.sh", cluster.env, timeout=600)  # as it was: unscoped
+        elif not state["undeployed"]:
+            run_tool("undeploy.sh", cluster.env, timeout=300)
+        cluster.run("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def test_rollout_brings_the_operator_up_and_records_follow(deployed: dict[str, Any]) -> None:
+    assert deployed["first_record"] < 120
+
+
+def test_operator_pod_runs_hardened(cluster: Cluster, deployed: dict[str, Any]) -> None:
+    pod = cluster.operator_pod()
+    image = pod["status"]["containerStatuses"][0]["image"]
+    assert "podtrail" in image
+    exec_python = [
+        "-n",
+        NAMESPACE,
+        "exec",
+        pod["metadata"]["name"],
+        "--",
+        "/opt/podtrail/bin/python",
+        "-c",
+    ]
+    identity = cluster.run(*exec_python, "import os; print(os.getuid(), os.getgid())").split()
+    assert identity == ["65532", "65532"]
+    probe = "import os\ntry:\n open('/probe', 'w')\nexcept OSError as e:\n print(e.errno)"
+    assert cluster.run(*exec_python, probe).strip() == "30", (
+        "EROFS: the root filesystem is read-only"
+    )
+    status = cluster.run(*exec_python, "print(open('/proc/1/status').read())")
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    assert fields["CapEff"].strip() == "0000000000000000", "no capabilities"
+    assert fields["NoNewPrivs"].strip() == "1"
+    assert fields["Seccomp"].strip() == "2", "RuntimeDefault seccomp filter"
+    rss_mib = int(fields["VmRSS"].split()[0]) / 1024
+    measure(operator_rss_mib_at_rest=round(rss_mib, 1))
+    assert rss_mib < 512, "below the memory limit"
+
+
+def test_metrics_service_answers(cluster: Cluster, deployed: dict[str, Any]) -> None:
+    path = f"/api/v1/namespaces/{NAMESPACE}/services/podtrail-metrics:metrics/proxy/metrics"
+    metrics = wait(
+        "the metrics", lambda: cluster.run("get", "--raw", path, check=False), timeout=60
+    )
+    assert "# TYPE" in metrics
+
+
+def test_new_operator_pod_takes_over_without_duplicates(
+    cluster: Cluster, deployed: dict[str, Any]
+) -> None:
+    namespace = deployed["namespace"]
+    before = cluster.record(namespace, "sleeper")
+    assert before is not None
+    old = cluster.operator_pod()["metadata"]["name"]
+    cluster.run("-n", NAMESPACE, "delete", "pod", old, "--wait=true", "--timeout=120s")
+    cluster.run("-n", NAMESPACE, "rollout", "status", "deployment/podtrail", "--timeout=180s")
+    assert cluster.operator_pod()["metadata"]["name"] != old
+    # The new pod goes on recording: the sleeper's deletion ends up in the same record.
+    cluster.run("-n", namespace, "delete", "pod", "sleeper", "--wait=true", "--timeout=60s")
+
+    def finished() -> dict[str, Any] | None:
+        record = cluster.record(namespace, "sleeper")
+        return record if record and (record.get("status") or {}).get("outcome") else None
+
+    after = wait("the sleeper's outcome", finished, timeout=120)
+    keys = Counter(entry["key"] for entry in after["status"]["timeline"])
+    assert [key for key, count in keys.items() if count > 1] == []
+    earlier = {entry["key"] for entry in (before.get("status") or {}).get("timeline") or []}
+    assert earlier <= set(keys), "nothing recorded before the takeover was lost"
+
+
+def test_undeploy_keeps_the_crd_and_the_records(cluster: Cluster, deployed: dict[str, Any]) -> None:
+    run_tool("undeploy.sh", cluster.env, timeout=300)
+    deployed["undeployed"] = True
+    wait("the operator's namespace to go", lambda: not cluster.exists("namespace", NAMESPACE), 180)
+    assert not cluster.exists("clusterrole", "podtrail")
+    assert not cluster.exists("clusterrolebinding", "podtrail")
+    assert not cluster.exists("clusterrole", "podtrail-records-viewer")
+    assert cluster.exists("crd", "podlifecyclerecords.podtrail.io")
+    assert cluster.record(deployed["namespace"], "sleeper") is not None

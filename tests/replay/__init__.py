@@ -1,0 +1,1 @@
+"""Recorded watch streams of real pod lifecycles, replayed through the core."""
