@@ -154,11 +154,6 @@ def restarted(obj: Obj) -> bool:
     )
 
 
-def running(obj: Obj) -> bool:
-    statuses = _status(obj).get("containerStatuses") or []
-    return bool(statuses) and all("running" in (s.get("state") or {}) for s in statuses)
-
-
 # --- the cluster side ------------------------------------------------------------------------
 
 

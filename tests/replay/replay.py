@@ -160,6 +160,16 @@ class Replayer:
     slices: dict[str, Obj] = field(default_factory=dict)
     facts: list[core.Fact] = field(default_factory=list)
 
+    def copy(self) -> Replayer:
+        """An independent replayer in the same state (statuses are never modified in place)."""
+        return Replayer(
+            self.limits,
+            statuses=dict(self.statuses),
+            held={key: list(items) for key, items in self.held.items()},
+            slices=dict(self.slices),
+            facts=list(self.facts),
+        )
+
     def submit(self, observation: core.Observation, now: datetime) -> None:
         key = (observation.namespace, observation.pod_name)
         step = core.advance(self.statuses.get(key), observation, now=now, limits=self.limits)
@@ -223,12 +233,13 @@ class Replayer:
                 self.feed(line, now)
 
     def restart(self, current: Iterable[Line], now: datetime) -> Replayer:
-        """The operator restarted: the stored statuses, nothing else, then a fresh listing.
+        """The operator restarted: the stored statuses (as JSON), nothing else, then a listing.
 
         Pods removed meanwhile are closed as found missing when the stored status has no
         removal yet (the operator's catch-up); EndpointSlices are diffed against nothing.
         """
-        fresh = Replayer(self.limits, statuses=dict(self.statuses))
+        stored = {key: json.loads(json.dumps(status)) for key, status in self.statuses.items()}
+        fresh = Replayer(self.limits, statuses=stored)
         alive: set[str] = set()
         items = [line for line in current if line.type != "DELETED"]
         for line in items:

@@ -34,7 +34,7 @@ class Expect:
         present: Entry types, or (type, container) pairs, that must be in the timeline.
         absent: Entry types, or (type, container) pairs, that must not be.
         ends: (type, container, exitCode, signal) of entries that must be present.
-        probes: Probe types of the ProbeFailed entries, exactly.
+        probes: (container, probe type) of the ProbeFailed entries, exactly.
         after_deadline: For a kill at the deadline: the range of (entry time − deadline), in
             seconds, of the entry of that type, as (type, low, high).
         before_deadline: Entry types whose time must be at or after the deletion request and
@@ -46,7 +46,7 @@ class Expect:
     present: tuple[str | tuple[str, str], ...] = ()
     absent: tuple[str | tuple[str, str], ...] = ()
     ends: tuple[tuple[str, str, int, str | None], ...] = ()
-    probes: frozenset[str] = field(default_factory=frozenset)
+    probes: frozenset[tuple[str, str]] = field(default_factory=frozenset)
     after_deadline: tuple[str, float, float] | None = None
     before_deadline: tuple[str, ...] = ()
 
@@ -132,6 +132,8 @@ EXPECTED: dict[str, Expect] = {
         ),
         absent=(("ContainerStarted", "proxy"), ("ContainerReady", "proxy"), "KilledAfterGrace"),
         ends=(("ExitedOnTerm", "app", 0, "TERM"), ("ExitedOnTerm", "proxy", 0, "TERM")),
+        # the kubelet probed the sidecar once more after its server had stopped on TERM
+        probes=frozenset({("proxy", "readiness")}),
         before_deadline=("ExitedOnTerm",),
     ),
     "probes": Expect(
@@ -146,7 +148,7 @@ EXPECTED: dict[str, Expect] = {
         ),
         absent=(("ContainerReady", "app"), "KilledAfterGrace"),
         ends=(("ExitedOnTerm", "app", 0, "TERM"),),
-        probes=frozenset({"readiness", "liveness"}),
+        probes=frozenset({("app", "readiness"), ("app", "liveness")}),
         before_deadline=("ExitedOnTerm",),
     ),
     "image-pull-failure": Expect(
@@ -193,26 +195,6 @@ EXPECTED: dict[str, Expect] = {
         before_deadline=("ExitedOnTerm",),
     ),
 }
-
-# The kubelet removes a pod whose containers have all stopped by deleting it once more with
-# grace 0; the API server then moves deletionTimestamp to that moment and
-# deletionGracePeriodSeconds to 0. The core takes that last value for the deletion request.
-KUBELET_FINAL_DELETE = (
-    "core bug: the kubelet's final grace-0 delete (after every container stopped) replaces the "
-    "user's deletion request (T, G, deadline): outcome becomes ForceDeleted/Succeeded instead "
-    "of the verdict on the real request"
-)
-WRONG_OUTCOME = {
-    "graceful",
-    "killed-after-grace",
-    "prestop-extension",
-    "init-retry",
-    "sidecar",
-    "probes",
-    "image-pull-failure",
-    "service-endpoints",
-}
-
 
 # --- helpers -----------------------------------------------------------------------------------
 
@@ -272,16 +254,6 @@ def pod_lines(name: str) -> list[Line]:
     return [line for line in load(name) if line.stream == "pods"]
 
 
-def params(names: Sequence[str], xfail: set[str] | None = None, reason: str = "") -> list[Any]:
-    return [
-        pytest.param(
-            name,
-            marks=pytest.mark.xfail(strict=True, reason=reason) if name in (xfail or ()) else (),
-        )
-        for name in names
-    ]
-
-
 # --- the traces themselves -----------------------------------------------------------------------
 
 
@@ -305,7 +277,7 @@ def test_trace_is_real_and_complete(name: str) -> None:
 # --- per trace: outcome, entries, values, times -------------------------------------------------
 
 
-@pytest.mark.parametrize("name", params(sorted(EXPECTED), WRONG_OUTCOME, KUBELET_FINAL_DELETE))
+@pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_outcome(name: str) -> None:
     status = final(name)
     assert status.get("outcome") == EXPECTED[name].outcome, describe(status)
@@ -333,11 +305,11 @@ def test_exit_codes_and_signals(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_probe_failures(name: str) -> None:
     status = final(name)
-    failed = {e["probe"] for e in of(status, "ProbeFailed") if e.get("container") == "app"}
-    assert failed == set(EXPECTED[name].probes)
+    expected = EXPECTED[name].probes
+    assert {(e.get("container"), e.get("probe")) for e in of(status, "ProbeFailed")} == expected
     counters = status["probeFailures"]
     for probe in ("liveness", "readiness", "startup"):
-        assert (counters[probe] > 0) == (probe in EXPECTED[name].probes)
+        assert (counters[probe] > 0) == any(kind == probe for _, kind in expected), counters
 
 
 def test_probes_values() -> None:
@@ -433,22 +405,26 @@ def test_evicted_disruption_reason() -> None:
     assert termination["disruptionReason"] == "EvictionByEvictionAPI"
 
 
-# --- known core bugs, seen only on real data ----------------------------------------------------
-
 NORMAL_DELETES = sorted(n for n, e in EXPECTED.items() if "DeletionRequested" in e.present)
-FINISHED_THEN_DELETED = ["failed", "oom", "succeeded"]
 
 
-@pytest.mark.xfail(strict=True, reason=KUBELET_FINAL_DELETE)
 @pytest.mark.parametrize("name", NORMAL_DELETES)
 def test_termination_block_keeps_the_requested_deletion(name: str) -> None:
+    """The kubelet's own final delete (grace 0, once every container stopped) is no request."""
     status, deletion = final(name), first_deletion(name)
     assert deletion is not None and deletion.grace > 0
+    last = pod_lines(name)[-1].object["metadata"]
+    assert last["deletionGracePeriodSeconds"] == 0  # what the kubelet's removal leaves
     block = status["termination"]
     assert parse(block["requestedAt"]) == deletion.requested
     assert parse(block["deadline"]) == deletion.deadline
     assert block["gracePeriodSeconds"] == deletion.grace and block["forced"] is False
     assert not of(status, "ForceDeleted"), describe(status)
+
+
+# --- known core bugs, seen only on real data ----------------------------------------------------
+
+FINISHED_THEN_DELETED = ["failed", "oom", "succeeded"]
 
 
 @pytest.mark.xfail(
@@ -479,8 +455,13 @@ def outcomes(statuses: Mapping[tuple[str, str], Obj]) -> dict[tuple[str, str], A
     return {pod: s.get("outcome") for pod, s in statuses.items()}
 
 
+@cache
+def baseline(name: str) -> Replayer:
+    return replay(load(name), trace_clock(name))
+
+
 def assert_same(name: str, variant: Replayer, *, same_counts: bool = True) -> None:
-    base = replay(load(name), trace_clock(name))
+    base = baseline(name)
     got, want = keys(variant.statuses), keys(base.statuses)
     for pod, found in got.items():
         assert len(found) == len(set(found)), f"{name}: duplicate keys for {pod}"
@@ -491,10 +472,17 @@ def assert_same(name: str, variant: Replayer, *, same_counts: bool = True) -> No
 
 
 def cuts(lines: Sequence[Line]) -> list[int]:
-    """A few places inside a trace: its quarters, and right after every pod state change."""
+    """A few places inside a trace: its quarters, right after the deletion request is first
+    seen, and right before the pod's removal."""
     places = {len(lines) // 4, len(lines) // 2, 3 * len(lines) // 4}
-    places.update(i + 1 for i, line in enumerate(lines[:-1]) if line.stream == "pods")
-    return sorted(places)
+    for i, line in enumerate(lines):
+        if line.stream == "pods" and (line.object.get("metadata") or {}).get("deletionTimestamp"):
+            places.add(i + 1)
+            break
+    places.update(
+        i for i, line in enumerate(lines) if line.stream == "pods" and line.type == "DELETED"
+    )
+    return sorted(p for p in places if 0 < p < len(lines))
 
 
 ALL = sorted(EXPECTED)
@@ -510,10 +498,12 @@ def test_every_line_twice(name: str) -> None:
 @pytest.mark.parametrize("name", ALL)
 def test_relists_midway_and_at_the_end(name: str) -> None:
     lines, times = load(name), trace_clock(name)
+    prefix, done = Replayer(), 0
     for cut in cuts(lines):
-        replayer = replay(lines[:cut], times)
-        now = times[lines[cut - 1].index]
-        replayer.relist(latest(lines[:cut]), now)
+        prefix = replay(lines[done:cut], times, prefix)
+        done = cut
+        replayer = prefix.copy()
+        replayer.relist(latest(lines[:cut]), times[lines[cut - 1].index])
         replay(lines[cut:], times, replayer)
         replayer.relist(latest(lines), times[lines[-1].index])
         assert_same(name, replayer)
@@ -548,8 +538,10 @@ def test_restart_at_the_end(name: str) -> None:
 @pytest.mark.parametrize("name", ALL)
 def test_restarts_midway(name: str) -> None:
     lines, times = load(name), trace_clock(name)
+    before, done = Replayer(), 0
     for cut in cuts(lines):
-        before = replay(lines[:cut], times)
+        before = replay(lines[done:cut], times, before)
+        done = cut
         restarted = before.restart(latest(lines[:cut]), times[lines[cut - 1].index])
         replay(lines[cut:], times, restarted)
         assert_same(name, restarted)
