@@ -427,12 +427,6 @@ def test_termination_block_keeps_the_requested_deletion(name: str) -> None:
 FINISHED_THEN_DELETED = ["failed", "oom", "succeeded"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: the API server deletes a pod that already finished (Succeeded/Failed) "
-    "with grace 0 on a plain delete; the core records a ForceDeleted entry ('containers killed "
-    "at once') and termination.forced=true, as it rightly does not for an unscheduled pod",
-)
 @pytest.mark.parametrize("name", FINISHED_THEN_DELETED)
 def test_finished_pod_deleted_normally_is_not_force_deleted(name: str) -> None:
     status = final(name)

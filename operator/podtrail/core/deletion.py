@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from .model import Deletion
 from .observe import PodSeen
 
@@ -20,5 +22,14 @@ def next_deletion(current: Deletion | None, pod: PodSeen) -> Deletion | None:
     seen = Deletion(pod.deletion_timestamp, pod.deletion_grace_seconds or 0)
     if current is None or seen == current:
         return current or seen
-    final_removal = seen.grace_seconds == 0 and all(c.state != "running" for c in pod.containers)
+    final_removal = seen.grace_seconds == 0 and not any_running(c.state for c in pod.containers)
     return current if final_removal else seen
+
+
+def any_running(states: Iterable[str | None]) -> bool:
+    """Whether any container still runs: a grace-0 deletion then kills it (a force deletion).
+
+    The API server deletes a pod that has finished, or was never scheduled, with grace 0 as a
+    matter of course: that kills nothing and is no force deletion.
+    """
+    return any(state == "running" for state in states)

@@ -12,7 +12,7 @@ import re
 from datetime import datetime
 
 from .clock import format_time, seconds_between
-from .deletion import next_deletion
+from .deletion import any_running, next_deletion
 from .facts import (
     ContainerKind,
     Fact,
@@ -260,7 +260,7 @@ def _deletion_facts(record: Record, pod: PodSeen, uid: str) -> list[Fact]:
     window = DeletionWindow(deletion.requested_at, deletion.grace_seconds)
     grace = window.grace_seconds
     deadline = format_time(window.deadline)
-    if grace == 0 and pod.node_name:
+    if grace == 0 and pod.node_name and any_running(c.state for c in pod.containers):
         return [
             Fact(
                 key=make_key(uid, FactType.FORCE_DELETED, stamp),
@@ -273,6 +273,8 @@ def _deletion_facts(record: Record, pod: PodSeen, uid: str) -> list[Fact]:
         ]
     if not pod.node_name:
         summary = "Deletion requested before scheduling: the pod is removed at once"
+    elif grace == 0:
+        summary = "Deletion requested after the pod had finished: it is removed at once"
     else:
         summary = f"Deletion requested: grace period {grace}s, SIGKILL deadline {deadline}"
     return [

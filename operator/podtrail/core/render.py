@@ -15,6 +15,7 @@ from typing import Any
 
 from .clock import format_time, parse_time, seconds_between
 from .conclude import analyse_record
+from .deletion import any_running
 from .facts import MAX_KEY_LENGTH, MAX_SUMMARY_LENGTH, ContainerKind, Source, clip
 from .limits import DEFAULT_LIMITS, Limits
 from .model import (
@@ -466,7 +467,8 @@ def _termination(record: Record, limits: Limits) -> dict[str, Any] | None:
                 "deletionTimestamp": _t(deletion.timestamp),
                 "gracePeriodSeconds": deletion.grace_seconds,
                 "deadline": _t(deletion.timestamp),
-                "forced": deletion.grace_seconds == 0,
+                "forced": deletion.grace_seconds == 0
+                and any_running(c.state for c in record.containers),
             }
         )
     return _clean(block)
