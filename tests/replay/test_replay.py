@@ -422,7 +422,7 @@ def test_termination_block_keeps_the_requested_deletion(name: str) -> None:
     assert not of(status, "ForceDeleted"), describe(status)
 
 
-# --- known core bugs, seen only on real data ----------------------------------------------------
+# --- behaviour first seen on real data ----------------------------------------------------------
 
 FINISHED_THEN_DELETED = ["failed", "oom", "succeeded"]
 
