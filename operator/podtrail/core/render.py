@@ -38,7 +38,7 @@ MAX_NAME = 253
 MAX_REASON = 128
 MAX_SHORT = 64
 MAX_EVIDENCE = 2048
-MAX_LAST_EVENT = 200
+MAX_LAST_EVENT = 80  # a printer column: long summaries make `kubectl get plr` unreadable
 MAX_INT = 2**31 - 1
 _SOURCES = frozenset(str(source) for source in Source)
 
