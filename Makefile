@@ -10,7 +10,10 @@ LOCAL_KUBECONFIG := $(CLUSTER_DIR)/kubeconfig
 K8S_BIN := /var/cache/podtrail/bin/kubernetes-v1.34.4
 export PATH := $(K8S_BIN):$(PATH)
 
-.PHONY: help install lint unit test test-fast cluster cluster-down run crd e2e
+IMAGE ?= podtrail.local/podtrail:dev
+export IMAGE
+
+.PHONY: help install lint unit test cluster cluster-down run crd e2e image image-load deploy undeploy engine-down
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -53,3 +56,18 @@ run: install crd ## run the operator in the foreground against KUBECONFIG (the l
 
 e2e: install ## end-to-end tests against the operator deployed in the current cluster (make deploy)
 	PODTRAIL_E2E_OPERATOR=deployed $(BIN)/pytest -q tests/e2e
+
+image: ## build the operator image $(IMAGE) (wheels on the host; a local Docker engine and Debian base where none runs)
+	bash image/build.sh
+
+image-load: ## put $(IMAGE) on the nodes (kind load for a kind cluster, else the local cluster's containerd)
+	bash image/load.sh
+
+deploy: ## kubectl apply -k manifests/ with $(IMAGE) and wait for the rollout (DEPLOY_ENV="NAME=VALUE ..." adds options)
+	bash image/deploy.sh
+
+undeploy: ## remove the operator; the CRD and the records stay unless WITH_CRD=1
+	bash image/undeploy.sh
+
+engine-down: ## stop the local Docker engine and remove what dockerd left (PURGE=1 also drops its images)
+	bash image/engine-down.sh

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from collections.abc import Sequence
 
@@ -24,6 +25,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     kopf.run(
         registry=registry,
         standalone=True,
+        # Kopf's default identity asks the OS for a user name, which a bare UID does not have.
+        identity=f"podtrail@{socket.gethostname()}",  # type: ignore[arg-type]  # a str NewType
         clusterwide=not settings.namespaces,
         namespaces=settings.namespaces,
         liveness_endpoint=(

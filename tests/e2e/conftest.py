@@ -128,7 +128,15 @@ class DeployedOperator:
         while time.monotonic() < deadline:
             deployment = await self.kube.apps.read_namespaced_deployment(self.name, self.namespace)
             status = deployment.status
-            if (status.ready_replicas or 0) == replicas and (status.replicas or 0) == replicas:
+            # A stopping operator still watches until its pod is gone: wait for that too.
+            pods = await self.kube.core.list_namespaced_pod(
+                self.namespace, label_selector="app.kubernetes.io/name=podtrail"
+            )
+            if (
+                (status.ready_replicas or 0) == replicas
+                and (status.replicas or 0) == replicas
+                and len(pods.items) == replicas
+            ):
                 return
             await asyncio.sleep(1)
         raise RuntimeError(f"the operator deployment did not reach {replicas} replicas")

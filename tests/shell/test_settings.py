@@ -49,3 +49,10 @@ def test_impossible_values_are_refused_with_the_flag_named(
         parse_settings(argv, env={})
     assert exit_info.value.code == 2
     assert argv[0] in capsys.readouterr().err
+
+
+def test_a_bad_environment_variable_is_refused_by_name(capsys: pytest.CaptureFixture[str]) -> None:
+    # A Service named podtrail-metrics would inject PODTRAIL_METRICS_PORT=tcp://...
+    with pytest.raises(SystemExit):
+        parse_settings([], env={"PODTRAIL_METRICS_PORT": "tcp://10.0.0.7:9090"})
+    assert "--metrics-port" in capsys.readouterr().err

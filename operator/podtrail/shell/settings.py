@@ -115,7 +115,8 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         parser.add_argument(
             f"--{flag}",
             type=kind,
-            default=kind(env_or(env_name, getattr(defaults, attribute)) or 0),
+            # A string default goes through `type` like a flag: a bad variable is refused clearly.
+            default=env_or(env_name, getattr(defaults, attribute)),
             help=f"{text} (env PODTRAIL_{env_name}; default %(default)s)",
         )
     parser.add_argument(
