@@ -13,10 +13,10 @@ export PATH := $(K8S_BIN):$(PATH)
 IMAGE ?= podtrail.local/podtrail:dev
 export IMAGE
 
-.PHONY: help install lint unit test cluster cluster-down run crd e2e image image-load deploy undeploy engine-down
+.PHONY: help install test-deployed test-cluster-lifecycle ci lint unit test cluster cluster-down run crd e2e image image-load deploy undeploy engine-down
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-24s %s\n", $$1, $$2}'
 
 $(BIN)/podtrail: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -55,7 +55,20 @@ run: install crd ## run the operator in the foreground against KUBECONFIG (the l
 	  exec $(BIN)/podtrail --log-format console
 
 e2e: install ## end-to-end tests against the operator deployed in the current cluster (make deploy)
-	PODTRAIL_E2E_OPERATOR=deployed $(BIN)/pytest -q tests/e2e
+	PODTRAIL_E2E_OPERATOR=deployed $(BIN)/pytest -q --timeout=1200 tests/e2e
+
+test-deployed: install ## build the image, deploy it with the shipped manifests, run the e2e suite against it, undeploy
+	$(MAKE) image image-load
+	$(MAKE) deploy DEPLOY_ENV="PODTRAIL_COALESCE_SECONDS=0.5 PODTRAIL_SWEEP_SECONDS=2"
+	$(MAKE) e2e; rc=$$?; $(MAKE) undeploy; exit $$rc
+
+test-cluster-lifecycle: install ## make cluster twice, cluster-down then up, recovery after a crash (restarts the local cluster)
+	PODTRAIL_CLUSTER_LIFECYCLE_TESTS=1 $(BIN)/pytest -q tests/cluster/test_lifecycle.py
+
+ci: ## what CI runs: the whole suite, the deployed operator's e2e, then the local cluster's lifecycle
+	$(MAKE) test
+	$(MAKE) test-deployed
+	$(MAKE) test-cluster-lifecycle
 
 image: ## build the operator image $(IMAGE) (wheels on the host; a local Docker engine and Debian base where none runs)
 	bash image/build.sh
