@@ -53,7 +53,9 @@ def test_only_the_chosen_namespaces() -> None:
 
 def test_a_deleted_namespace_forgets_its_choice() -> None:
     scope = scope_with("false", opt_in=False)
+    assert scope.knows("ns")
     scope.learn_namespace(obj(None, "ns", "false"), deleted=True)
+    assert not scope.knows("ns")
     assert scope.tracks(obj("ns", "p"))
 
 

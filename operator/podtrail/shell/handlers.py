@@ -95,7 +95,14 @@ def build_registry(settings: PodtrailSettings, metrics: Metrics) -> kopf.Operato
     @kopf.on.event("", "v1", "pods", registry=registry)
     async def pod_changed(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         raw = cast(dict[str, Any], event["object"])
-        observe_pod(memo.runtime, raw, deleted=event.get("type") == "DELETED")
+        runtime: Runtime = memo.runtime
+        namespace = (raw.get("metadata") or {}).get("namespace")
+        if isinstance(namespace, str) and not runtime.scope.knows(namespace):
+            # The namespace stream may lag the pod stream: read its opt-out before deciding.
+            found = await runtime.kube.get_namespace(namespace)
+            if found is not None:
+                runtime.scope.learn_namespace(found)
+        observe_pod(runtime, raw, deleted=event.get("type") == "DELETED")
 
     @kopf.on.event(kube_module.GROUP, kube_module.VERSION, kube_module.PLURAL, registry=registry)
     async def record_changed(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:

@@ -179,14 +179,16 @@ class Kube:
     async def delete_record(self, namespace: str, name: str, uid: str) -> None:
         """Delete a record, only that very object (a record recreated meanwhile is kept)."""
         try:
-            await self._custom.delete_namespaced_custom_object(
-                GROUP,
-                VERSION,
-                namespace,
-                PLURAL,
-                name,
-                body=client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid)),
-                _preload_content=False,
+            await _json(
+                self._custom.delete_namespaced_custom_object(
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    PLURAL,
+                    name,
+                    body=client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid)),
+                    _preload_content=False,
+                )
             )
         except ApiException as error:
             if error.status == 404:
@@ -218,6 +220,15 @@ class Kube:
             meta = item.get("metadata") or {}
             identities.add((meta.get("namespace", ""), meta.get("name", ""), meta.get("uid", "")))
         return identities
+
+    async def get_namespace(self, name: str) -> Raw | None:
+        """One namespace, or None."""
+        try:
+            return await _json(self._core.read_namespace(name, _preload_content=False))
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise _translate(error) from error
 
     async def list_namespaces(self) -> list[Raw]:
         """Every namespace, as metadata only."""

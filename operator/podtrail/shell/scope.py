@@ -32,6 +32,10 @@ class Scope:
         else:
             self._namespace_choice[name] = _annotation(namespace)
 
+    def knows(self, namespace: str) -> bool:
+        """Whether the namespace's annotations have been seen."""
+        return namespace in self._namespace_choice
+
     def watches(self, namespace: str) -> bool:
         """Whether the namespace is among those the operator was told to watch."""
         return not self._namespaces or namespace in self._namespaces
