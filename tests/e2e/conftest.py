@@ -7,11 +7,13 @@ started as a task (each in its own namespace) and each test awaits its own. Scen
 
 The operator is either started here from the working tree (default), or is the one deployed in
 the cluster (`PODTRAIL_E2E_OPERATOR=deployed`, after `make deploy`): the same scenarios prove both.
+Their namespaces are deleted at the end unless PODTRAIL_E2E_KEEP=1.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -157,9 +159,20 @@ class Harness:
     def __init__(self, kube: Kube, operator: OperatorProcess | DeployedOperator) -> None:
         self.kube = kube
         self.operator = operator
+        self.namespaces: list[str] = []
 
     async def namespace(self, prefix: str, **kwargs: Any) -> str:
-        return await self.kube.namespace(prefix, **kwargs)
+        name = await self.kube.namespace(prefix, **kwargs)
+        self.namespaces.append(name)
+        return name
+
+    async def clean_up(self) -> None:
+        """Delete the scenarios' namespaces (their pods and records go with them)."""
+        if os.environ.get("PODTRAIL_E2E_KEEP") == "1":
+            return
+        for name in self.namespaces:
+            with contextlib.suppress(Exception):
+                await self.kube.core.delete_namespace(name)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -238,6 +251,7 @@ async def scenarios(
     for task in tasks.values():
         task.cancel()
     await asyncio.gather(*tasks.values(), return_exceptions=True)
+    await harness.clean_up()
 
 
 @pytest.fixture

@@ -126,6 +126,7 @@ class Kube:
         self.core = client.CoreV1Api(api)
         self.apps = client.AppsV1Api(api)
         self.custom = client.CustomObjectsApi(api)
+        self.scheduling = client.SchedulingV1Api(api)
 
     async def _json(self, pending: Any) -> Obj:
         response = await pending

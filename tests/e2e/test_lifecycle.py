@@ -96,6 +96,11 @@ async def probes(h: Harness) -> Any:
             readinessProbe={"exec": {"command": ["false"]}, "periodSeconds": 1},
         ),
         container(
+            "flappy",
+            "touch /tmp/ready; sleep 8; rm /tmp/ready; sleep 3600",
+            readinessProbe={"exec": {"command": ["test", "-f", "/tmp/ready"]}, "periodSeconds": 1},
+        ),
+        container(
             "dying",
             "sleep 3600",
             livenessProbe={
@@ -113,6 +118,7 @@ async def probes(h: Harness) -> Any:
             and entries(record, "ContainerReady", "web")
             and any(e.get("count", 1) >= 3 for e in entries(record, "ProbeFailed", "sad"))
             and entries(record, "ContainerRestarted", "dying")
+            and entries(record, "ContainerNotReady", "flappy")
         )
 
     return await _run(h, "probes", body, enough, timeout=150)
@@ -133,7 +139,12 @@ def test_succeeded_pod(outcome: Any) -> None:
     assert terminated["source"] == "status"
     phases = [(e.get("fromPhase"), e.get("toPhase")) for e in entries(outcome, "PhaseChanged")]
     assert phases[-1][1] == "Succeeded"
-    assert entries(outcome, "Created") and entries(outcome, "Scheduled")
+    for kind in ("Created", "Scheduled", "SandboxReady", "ContainerStarted"):
+        assert entries(outcome, kind), kind
+    assert "podtrail.local/testbox:1" in entry(outcome, "ImagePulled", "app")["summary"]
+    assert entry(outcome, "ContainerWaiting", "app")["reason"] == "ContainerCreating"
+    conditions = {(e["summary"], e["source"]) for e in entries(outcome, "ConditionChanged")}
+    assert ("Condition Initialized is True", "status") in conditions
     times = [parse_time(e["time"]) for e in status["timeline"]]
     assert times == sorted(times), "the timeline is in time order"
     created = parse_time(status["times"]["created"])
@@ -210,6 +221,9 @@ def test_probes_fail_and_pass(outcome: Any) -> None:
     assert entries(outcome, "LivenessRestart", "dying")
     assert entries(outcome, "StartupProbePassed", "web")
     assert not entries(outcome, "ContainerReady", "sad")
+    ready = parse_time(entry(outcome, "ContainerReady", "flappy")["time"])
+    not_ready = parse_time(entry(outcome, "ContainerNotReady", "flappy")["time"])
+    assert 6 <= (not_ready - ready).total_seconds() <= 15
 
 
 @plays(hook_failures)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
+from kubernetes_asyncio.client.exceptions import ApiException
 from tests.e2e.conftest import Harness, plays
 from tests.e2e.support import (
     container,
@@ -103,6 +105,40 @@ async def evicted(h: Harness) -> Any:
     return await h.kube.wait_record(namespace, "evictee", has_outcome("Evicted"), what="Evicted")
 
 
+async def preempted(h: Harness) -> Any:
+    namespace = await h.namespace("preempt")
+    suffix = namespace.rsplit("-", 1)[-1]
+    for name, value in ((f"e2e-low-{suffix}", -10), (f"e2e-high-{suffix}", 1_000_000)):
+        await h.kube.scheduling.create_priority_class(
+            {"metadata": {"name": name}, "value": value, "preemptionPolicy": "PreemptLowerPriority"}
+        )
+    # Most of the node's CPU for each: the high-priority pod fits only if the low one goes.
+    big = {"requests": {"cpu": "1500m"}}
+    low = pod(
+        "victim",
+        container("app", TRAP_TERM, resources=big),
+        grace=2,
+        priorityClassName=f"e2e-low-{suffix}",
+    )
+    high = pod(
+        "vip",
+        container("app", TRAP_TERM, resources=big),
+        grace=2,
+        priorityClassName=f"e2e-high-{suffix}",
+    )
+    try:
+        await h.kube.create_pod(namespace, low)
+        await h.kube.wait_pod(namespace, "victim", pod_running, what="Running")
+        await h.kube.create_pod(namespace, high)
+        await h.kube.wait_pod_gone(namespace, "victim", timeout=120)
+        return await h.kube.wait_record(namespace, "victim", has_outcome("Preempted"))
+    finally:
+        with contextlib.suppress(ApiException):
+            await h.kube.delete_pod(namespace, "vip", grace=0)
+        for name in (f"e2e-low-{suffix}", f"e2e-high-{suffix}"):
+            await h.kube.scheduling.delete_priority_class(name)
+
+
 def deletion(record: dict[str, Any]) -> tuple[Any, Any]:
     termination = record["status"]["termination"]
     return parse_time(termination["requestedAt"]), parse_time(termination["deadline"])
@@ -187,3 +223,10 @@ def test_eviction_through_the_eviction_api(outcome: Any) -> None:
     record = outcome
     assert record["status"]["outcome"] == "Evicted"
     assert record["status"]["termination"].get("disruptionReason") == "EvictionByEvictionAPI"
+
+
+@plays(preempted)
+def test_preemption_by_the_scheduler(outcome: Any) -> None:
+    record = outcome
+    assert record["status"]["termination"].get("disruptionReason") == "PreemptionByScheduler"
+    assert entries(record, "Preempted")
