@@ -299,12 +299,18 @@ def test_derive_rule(
             assert getattr(fact, field) == value, (fact, field)
 
 
-def test_terminal_flag_for_termination_steps() -> None:
+def test_terminal_flag_only_for_the_end_of_the_pod() -> None:
     status, _ = play([RUNNING])
     deletion = core.advance(
         status, P(phase="Running", statuses=[running()], deleted_at=100), now=at(5000)
     )
-    assert deletion.terminal
+    assert deletion.facts and not deletion.terminal, "steps of a termination share a window"
+    finished = core.advance(
+        deletion.status,
+        P(phase="Succeeded", statuses=[terminated(exit_code=0, finished_at=101)], deleted_at=100),
+        now=at(5000),
+    )
+    assert finished.terminal
     probe = core.advance(
         status,
         E("Unhealthy", "Readiness probe failed: x", first=20, container="app", kind="Warning"),

@@ -143,18 +143,11 @@ IMPORTANCE: dict[str, Importance] = {
     FactType.DELETED_UNOBSERVED: Importance.ESSENTIAL,
 }
 
+# Facts written to the API at once rather than at the end of the coalescing window: the end of
+# the pod's life. Intermediate termination steps (deletion requested, Killing, exits) follow each
+# other within the grace period and are written together, one write per window.
 TERMINAL_TYPES: frozenset[str] = frozenset(
     {
-        FactType.DELETION_REQUESTED,
-        FactType.KILLING_STARTED,
-        FactType.PRE_STOP_HOOK_FAILED,
-        FactType.REMOVED_FROM_ENDPOINTS,
-        FactType.EXITED_ON_TERM,
-        FactType.KILLED_AFTER_GRACE,
-        FactType.OOM_KILLED,
-        FactType.EVICTED,
-        FactType.PREEMPTED,
-        FactType.TAINT_MANAGER_DELETION,
         FactType.FORCE_DELETED,
         FactType.POD_DELETED,
         FactType.DELETED_UNOBSERVED,
