@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 from collections.abc import AsyncIterator, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -15,6 +15,8 @@ from podtrail import core
 from podtrail.shell import kube
 from podtrail.shell.metrics import Metrics
 from podtrail.shell.persist import RecordWriter
+from podtrail.shell.settings import PodtrailSettings
+from podtrail.shell.sweep import sweep_once
 
 NS, NAME = b.NAMESPACE, b.POD
 
@@ -81,6 +83,12 @@ class FakeStore:
         record = self.records[(namespace, name)]
         record["metadata"]["labels"] = dict(labels)
         return self._bump(record)
+
+    async def delete_record(self, namespace: str, name: str, uid: str) -> None:
+        self.calls.append("delete")
+        record = self.records.get((namespace, name))
+        if record is not None and record["metadata"]["uid"] == uid:
+            del self.records[(namespace, name)]
 
     def status(self) -> dict[str, Any]:
         return self.records[(NS, NAME)].get("status") or {}
@@ -229,3 +237,30 @@ async def test_a_record_deleted_under_the_writer_is_created_again(
     writer.submit(core.observe_pod(finished_pod()))
     await settle(writer)
     assert store.status() == expected_status(running_pod(), finished_pod())
+
+
+async def test_the_sweep_deletes_records_whose_retention_passed(
+    store_and_writer: tuple[FakeStore, RecordWriter],
+) -> None:
+    store, writer = store_and_writer
+    writer.submit(core.observe_pod(finished_pod()))
+    writer.submit(core.PodGone(NS, NAME, b.UID, clock(), True))
+    await settle(writer)
+    settings = PodtrailSettings(retention_seconds=60)
+    early = await sweep_once(store, writer, settings, Metrics(), clock() + timedelta(seconds=59))
+    assert early == [] and (NS, NAME) in store.records
+    late = await sweep_once(store, writer, settings, Metrics(), clock() + timedelta(seconds=60))
+    assert [r.reason for r in late] == ["retention"]
+    assert (NS, NAME) not in store.records
+    assert writer.get(NS, NAME) is None
+
+
+async def test_the_sweep_keeps_the_record_of_a_live_pod(
+    store_and_writer: tuple[FakeStore, RecordWriter],
+) -> None:
+    store, writer = store_and_writer
+    writer.submit(core.observe_pod(running_pod()))
+    await settle(writer)
+    settings = PodtrailSettings(retention_seconds=0, max_records=1, max_records_per_namespace=1)
+    assert await sweep_once(store, writer, settings, Metrics(), clock() + timedelta(days=9)) == []
+    assert (NS, NAME) in store.records

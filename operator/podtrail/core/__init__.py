@@ -3,9 +3,10 @@
 The core imports only the standard library, reads no clock and does no I/O.
 """
 
-from .advance import Advance, advance
+from .advance import Advance, Step, advance, load_record, render_record, step
 from .facts import Fact, FactType, Source
 from .limits import Limits
+from .model import Record
 from .observe import (
     EndpointSeen,
     EventSeen,
@@ -29,9 +30,14 @@ __all__ = [
     "Outcome",
     "PodGone",
     "PodSeen",
+    "Record",
     "Source",
+    "Step",
     "advance",
+    "load_record",
     "observe_endpoint_slice_change",
     "observe_event",
     "observe_pod",
+    "render_record",
+    "step",
 ]

@@ -26,7 +26,7 @@ from podtrail.shell.persist import RecordWriter
 from podtrail.shell.scope import Scope
 from podtrail.shell.settings import PodtrailSettings
 from podtrail.shell.streams import HeldEvents, follow_endpoint_slices, follow_pod_events
-from podtrail.shell.sweep import pod_gone_at, sweep_forever
+from podtrail.shell.sweep import sweep_forever
 
 log = get_logger(__name__)
 
@@ -230,8 +230,8 @@ async def _catch_up(runtime: Runtime) -> None:
         live.update(uid for _, _, uid in await runtime.kube.list_pod_identities(namespace))
     now = _now()
     for state in runtime.writer.records():
-        uid = state.stored_status.get("podUID")
-        if isinstance(uid, str) and uid not in live and pod_gone_at(state.stored_status) is None:
+        uid = state.stored.pod_uid
+        if uid is not None and uid not in live and state.pod_gone_at is None:
             runtime.writer.submit(core.PodGone(state.namespace, state.name, uid, now, False))
 
 

@@ -60,18 +60,24 @@ class _Pending:
 
 @dataclasses.dataclass(slots=True)
 class RecordState:
-    """What the operator knows of one record: the stored status and what is not written yet."""
+    """What the operator knows of one record: the stored side and what is not written yet.
+
+    Records are kept in the core's model, not as status dicts: a status is read once when the
+    record is loaded and rendered once per write, never per observation.
+    """
 
     namespace: str
     name: str
+    stored: core.Record
+    record: core.Record
     exists: bool = False
     uid: str | None = None
     resource_version: str | None = None
-    stored_status: dict[str, Any] = dataclasses.field(default_factory=dict)
-    status: dict[str, Any] = dataclasses.field(default_factory=dict)
     stored_labels: dict[str, str] = dataclasses.field(default_factory=dict)
     labels: dict[str, str] | None = None
     ttl_seconds: int | None = None
+    stored_outcome: str | None = None
+    stored_stages: frozenset[str] = frozenset()
     pending: list[_Pending] = dataclasses.field(default_factory=list)
     due: float | None = None
 
@@ -80,17 +86,32 @@ class RecordState:
         """Namespace and name."""
         return (self.namespace, self.name)
 
-    def adopt(self, record: Mapping[str, Any]) -> None:
+    @property
+    def pod_gone_at(self) -> datetime | None:
+        """When the stored record says its pod left the API."""
+        removal = self.stored.removal
+        return removal.time if removal is not None else None
+
+    def adopt(self, record: Mapping[str, Any], limits: core.Limits) -> None:
         """Take the stored side from a record object read from the API."""
         meta = record.get("metadata") or {}
         spec = record.get("spec") or {}
+        status = record.get("status") or {}
         self.exists = True
         self.uid = meta.get("uid")
         self.resource_version = meta.get("resourceVersion")
-        self.stored_status = dict(record.get("status") or {})
+        self.stored = core.load_record(status, limits)
         self.stored_labels = dict(meta.get("labels") or {})
         ttl = spec.get("ttlSecondsAfterPodDeletion")
         self.ttl_seconds = ttl if isinstance(ttl, int) else None
+        self.settle_metrics(status)
+
+    def settle_metrics(self, status: Mapping[str, Any]) -> None:
+        """Remember what the stored status already counted (outcome, lifecycle stages)."""
+        outcome = status.get("outcome")
+        self.stored_outcome = outcome if isinstance(outcome, str) else None
+        durations = status.get("durations")
+        self.stored_stages = frozenset(durations) if isinstance(durations, Mapping) else frozenset()
 
 
 class RecordWriter:
@@ -134,17 +155,21 @@ class RecordWriter:
         """Learn of a record that exists in the API (at start-up, or one a user created)."""
         meta = record.get("metadata") or {}
         key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
-        state = self._records.get(key)
-        if state is None:
-            state = RecordState(namespace=key[0], name=key[1])
-            self._records[key] = state
-        if state.pending and state.exists and state.uid == meta.get("uid"):
-            # Our own unwritten facts are newer; keep them, learn only the spec.
+        state = self._records.get(key) or self._new_state(*key)
+        if state.exists and state.uid == meta.get("uid"):
+            # Our own writes come back through the watch: learn only the spec (the status we
+            # hold is as new or newer; a conflict on the next write re-reads it if not).
             ttl = (record.get("spec") or {}).get("ttlSecondsAfterPodDeletion")
             state.ttl_seconds = ttl if isinstance(ttl, int) else None
             return state
-        state.adopt(record)
-        state.status = self._replay(state.stored_status, state.pending)
+        state.adopt(record, self._limits)
+        state.record = self._replay(state.stored, state.pending)
+        return state
+
+    def _new_state(self, namespace: str, name: str) -> RecordState:
+        empty = core.load_record(None, self._limits)
+        state = RecordState(namespace=namespace, name=name, stored=empty, record=empty)
+        self._records[(namespace, name)] = state
         self._metrics.records.set(len(self._records))
         return state
 
@@ -160,20 +185,15 @@ class RecordWriter:
     ) -> tuple[core.Fact, ...]:
         """Apply one observation now; schedule the write. Returns the new facts."""
         key = (observation.namespace, observation.pod_name)
-        state = self._records.get(key)
-        if state is None:
-            state = RecordState(namespace=key[0], name=key[1])
-            self._records[key] = state
-            self._metrics.records.set(len(self._records))
+        state = self._records.get(key) or self._new_state(*key)
         if labels is not None:
             state.labels = dict(labels)
         received_at = self._clock()
-        step = core.advance(state.status, observation, now=received_at, limits=self._limits)
+        step = core.step(state.record, observation, now=received_at, limits=self._limits)
         labels_changed = state.labels is not None and state.labels != state.stored_labels
-        if not step.facts and step.status == state.status and state.exists and not labels_changed:
+        if step.record is state.record and state.exists and not labels_changed:
             return ()
-        self._metrics.observe_status_change(state.status, step.status)
-        state.status = step.status
+        state.record = step.record
         state.pending.append(_Pending(observation, received_at, self._monotonic()))
         for fact in step.facts:
             self._metrics.facts.labels(type=fact.type).inc()
@@ -260,12 +280,13 @@ class RecordWriter:
             if state.labels is not None and state.labels != state.stored_labels:
                 await self._write_labels(state)
             written = len(state.pending)
-            status = state.status
-            if status == state.stored_status:
-                self._settle(state, written, status)
+            record = state.record
+            if record == state.stored:
+                self._settle(state, written, record, None)
                 return
+            status = core.render_record(record, self._limits)
             try:
-                record = await self._store.replace_record_status(
+                stored = await self._store.replace_record_status(
                     state.namespace, state.name, state.resource_version or "", status
                 )
             except kube.ConflictError:
@@ -277,20 +298,32 @@ class RecordWriter:
                 state.exists = False
                 continue
             self._metrics.writes.labels(kind="status", result="ok").inc()
-            meta = record.get("metadata") or {}
+            meta = stored.get("metadata") or {}
             state.resource_version = meta.get("resourceVersion")
-            self._settle(state, written, status)
+            self._settle(state, written, record, status)
             return
         raise kube.KubeError(f"gave up after {_MAX_ATTEMPTS} conflicting writes")
 
-    def _settle(self, state: RecordState, written: int, status: dict[str, Any]) -> None:
+    def _settle(
+        self, state: RecordState, written: int, record: core.Record, status: dict[str, Any] | None
+    ) -> None:
         now = self._monotonic()
         for item in state.pending[:written]:
             self._metrics.write_lag.observe(max(0.0, now - item.received_monotonic))
-        state.stored_status = status
+        state.stored = record
+        if status is not None:
+            self._count_settled(state, status)
         del state.pending[:written]
         if state.pending:
             self._schedule(state, immediately=False)
+
+    def _count_settled(self, state: RecordState, status: Mapping[str, Any]) -> None:
+        """Outcomes and lifecycle durations newly in the stored status, counted once."""
+        self._metrics.observe_status_change(
+            {"outcome": state.stored_outcome, "durations": dict.fromkeys(state.stored_stages)},
+            status,
+        )
+        state.settle_metrics(status)
 
     async def _create(self, state: RecordState) -> None:
         try:
@@ -298,7 +331,7 @@ class RecordWriter:
                 state.namespace, state.name, state.labels or {}
             )
             self._metrics.writes.labels(kind="create", result="ok").inc()
-            state.adopt(record)
+            state.adopt(record, self._limits)
         except kube.AlreadyExistsError:
             self._metrics.writes.labels(kind="create", result="exists").inc()
             await self._reload(state)
@@ -316,16 +349,15 @@ class RecordWriter:
         record = await self._store.get_record(state.namespace, state.name)
         if record is None:
             state.exists = False
-            state.stored_status = {}
+            state.stored = core.load_record(None, self._limits)
         else:
-            state.adopt(record)
-        state.status = self._replay(state.stored_status, state.pending)
+            state.adopt(record, self._limits)
+        state.record = self._replay(state.stored, state.pending)
 
-    def _replay(self, status: Mapping[str, Any], pending: list[_Pending]) -> dict[str, Any]:
-        """Apply not-yet-written observations again on a fresh status (idempotent by design)."""
-        current: dict[str, Any] = dict(status)
+    def _replay(self, record: core.Record, pending: list[_Pending]) -> core.Record:
+        """Apply not-yet-written observations again on a fresh record (idempotent by design)."""
         for item in pending:
-            current = core.advance(
-                current, item.observation, now=item.received_at, limits=self._limits
-            ).status
-        return current
+            record = core.step(
+                record, item.observation, now=item.received_at, limits=self._limits
+            ).record
+        return record

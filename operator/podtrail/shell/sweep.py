@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
 from podtrail.shell import retention
 from podtrail.shell.kube import Kube
@@ -15,18 +14,6 @@ from podtrail.shell.persist import RecordWriter
 from podtrail.shell.settings import PodtrailSettings
 
 log = get_logger(__name__)
-
-
-def pod_gone_at(status: Mapping[str, Any]) -> datetime | None:
-    """When the record says its pod left the API."""
-    times = status.get("times") or {}
-    value = times.get("deleted") if isinstance(times, Mapping) else None
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 async def sweep_once(
@@ -41,7 +28,7 @@ async def sweep_once(
         retention.RecordAge(
             namespace=state.namespace,
             name=state.name,
-            pod_gone_at=pod_gone_at(state.stored_status),
+            pod_gone_at=state.pod_gone_at,
             ttl_seconds=state.ttl_seconds,
         )
         for state in writer.records()
