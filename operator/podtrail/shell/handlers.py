@@ -19,13 +19,19 @@ from prometheus_client import start_http_server
 
 from podtrail import core
 from podtrail.shell import kube as kube_module
+from podtrail.shell.intake import PodIntake
 from podtrail.shell.kube import Kube
 from podtrail.shell.logs import get_logger
 from podtrail.shell.metrics import Metrics
 from podtrail.shell.persist import RecordWriter
 from podtrail.shell.scope import Scope
 from podtrail.shell.settings import PodtrailSettings
-from podtrail.shell.streams import HeldEvents, follow_endpoint_slices, follow_pod_events
+from podtrail.shell.streams import (
+    HeldEvents,
+    follow_endpoint_slices,
+    follow_pod_events,
+    follow_pods,
+)
 from podtrail.shell.sweep import sweep_forever
 
 log = get_logger(__name__)
@@ -41,6 +47,7 @@ class Runtime:
     writer: RecordWriter
     held: HeldEvents
     metrics: Metrics
+    intake: PodIntake
     tasks: list[asyncio.Task[None]] = dataclasses.field(default_factory=list)
 
 
@@ -92,17 +99,13 @@ def build_registry(settings: PodtrailSettings, metrics: Metrics) -> kopf.Operato
         runtime: Runtime = memo.runtime
         runtime.scope.learn_namespace(event["object"], deleted=event.get("type") == "DELETED")
 
-    @kopf.on.event("", "v1", "pods", registry=registry)
-    async def pod_changed(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-        raw = cast(dict[str, Any], event["object"])
-        runtime: Runtime = memo.runtime
-        namespace = (raw.get("metadata") or {}).get("namespace")
-        if isinstance(namespace, str) and not runtime.scope.knows(namespace):
-            # The namespace stream may lag the pod stream: read its opt-out before deciding.
-            found = await runtime.kube.get_namespace(namespace)
-            if found is not None:
-                runtime.scope.learn_namespace(found)
-        observe_pod(runtime, raw, deleted=event.get("type") == "DELETED")
+    if options.pod_stream == "kopf":
+
+        @kopf.on.event("", "v1", "pods", registry=registry)
+        async def pod_changed(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+            raw = cast(dict[str, Any], event["object"])
+            runtime: Runtime = memo.runtime
+            await runtime.intake.pod(raw, deleted=event.get("type") == "DELETED")
 
     @kopf.on.event(kube_module.GROUP, kube_module.VERSION, kube_module.PLURAL, registry=registry)
     async def record_changed(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
@@ -120,24 +123,6 @@ def build_registry(settings: PodtrailSettings, metrics: Metrics) -> kopf.Operato
     return registry
 
 
-def observe_pod(runtime: Runtime, raw: dict[str, Any], *, deleted: bool) -> None:
-    """A pod as the watch shows it: into its record, if the pod is tracked."""
-    meta = raw.get("metadata") or {}
-    namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
-    if not runtime.scope.tracks(raw, has_record=runtime.writer.get(namespace, name) is not None):
-        return
-    runtime.metrics.observations.labels(stream="pods").inc()
-    labels = meta.get("labels") if isinstance(meta.get("labels"), dict) else {}
-    runtime.writer.submit(core.observe_pod(raw), labels=labels)
-    for held in runtime.held.release(namespace, name):
-        runtime.writer.submit(held)
-    if deleted:
-        uid = meta.get("uid")
-        runtime.writer.submit(
-            core.PodGone(namespace, name, uid if isinstance(uid, str) else None, _now(), True)
-        )
-
-
 async def observe_record(runtime: Runtime, raw: dict[str, Any], *, deleted: bool) -> None:
     """A record changed: learn of records users create, of spec changes, of deletions."""
     meta = raw.get("metadata") or {}
@@ -152,7 +137,7 @@ async def observe_record(runtime: Runtime, raw: dict[str, Any], *, deleted: bool
         # A record created ahead of (or for) a pod by a user: fill it from the pod if it exists.
         pod = await runtime.kube.get_pod(namespace, name)
         if pod is not None:
-            observe_pod(runtime, pod, deleted=False)
+            await runtime.intake.pod(pod, deleted=False)
 
 
 def _tune_kopf(settings: kopf.OperatorSettings) -> None:
@@ -187,7 +172,9 @@ async def _start_runtime(settings: PodtrailSettings, metrics: Metrics) -> Runtim
         concurrency=settings.write_concurrency,
         metrics=metrics,
     )
-    runtime = Runtime(settings, kube, scope, writer, HeldEvents(), metrics)
+    held = HeldEvents()
+    intake = PodIntake(kube, scope, writer, held, metrics)
+    runtime = Runtime(settings, kube, scope, writer, held, metrics, intake)
     try:
         await _catch_up(runtime)
     except BaseException:
@@ -196,7 +183,18 @@ async def _start_runtime(settings: PodtrailSettings, metrics: Metrics) -> Runtim
     if settings.metrics_port:
         start_http_server(settings.metrics_port, registry=metrics.registry)
     runtime.tasks.append(asyncio.create_task(writer.run(), name="record-writer"))
+
+    async def take_pod(raw: dict[str, Any], deleted: bool) -> None:
+        await intake.pod(raw, deleted=deleted)
+
     for namespace in _watched_namespaces(settings):
+        if settings.pod_stream == "own":
+            runtime.tasks.append(
+                asyncio.create_task(
+                    follow_pods(kube, namespace, take_pod, intake.missing_after_listing, metrics),
+                    name=f"pods-{namespace or 'all'}",
+                )
+            )
         runtime.tasks.append(
             asyncio.create_task(
                 follow_pod_events(kube, namespace, writer, runtime.held, metrics),
@@ -222,12 +220,18 @@ async def _start_runtime(settings: PodtrailSettings, metrics: Metrics) -> Runtim
 
 
 async def _catch_up(runtime: Runtime) -> None:
-    """Load every record; close those whose pod vanished while the operator was away."""
+    """Load every record; close those whose pod vanished while the operator was away.
+
+    With the operator's own pod stream, its first listing closes them instead.
+    """
     live: set[str] = set()
     for namespace in _watched_namespaces(runtime.settings):
         for record in await runtime.kube.list_records(namespace):
             runtime.writer.adopt(record)
-        live.update(uid for _, _, uid in await runtime.kube.list_pod_identities(namespace))
+        if runtime.settings.pod_stream == "kopf":
+            live.update(uid for _, _, uid in await runtime.kube.list_pod_identities(namespace))
+    if runtime.settings.pod_stream != "kopf":
+        return
     now = _now()
     for state in runtime.writer.records():
         uid = state.stored.pod_uid

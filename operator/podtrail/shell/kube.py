@@ -248,6 +248,16 @@ class Kube:
             call = _partial(self._core.list_namespaced_event, namespace, field_selector=selector)
         return _list_then_watch(call, on_restart)
 
+    def pods(
+        self, namespace: str | None, on_restart: Callable[[str], None]
+    ) -> AsyncIterator[StreamItem]:
+        """Pods, every change in order (Kopf's per-object batching would skip states)."""
+        if namespace is None:
+            call = _partial(self._core.list_pod_for_all_namespaces)
+        else:
+            call = _partial(self._core.list_namespaced_pod, namespace)
+        return _list_then_watch(call, on_restart)
+
     def endpoint_slices(
         self, namespace: str | None, on_restart: Callable[[str], None]
     ) -> AsyncIterator[StreamItem]:

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Literal
 
 LogFormat = Literal["json", "console"]
+PodStream = Literal["own", "kopf"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -48,6 +49,11 @@ class PodtrailSettings:
 
     write_concurrency: int = 8
     """Status writes in flight at once."""
+
+    pod_stream: PodStream = "own"
+    """How pods are watched: `own`, a watch started inside the operator that hands over every
+    change in order; `kopf`, a Kopf `on.event` handler (Kopf processes only the latest of the
+    changes that queue up for one pod, so brief states can be missed; kept for comparison)."""
 
     log_format: LogFormat = "console"
     """`json` for log pipelines, `console` for people."""
@@ -126,6 +132,13 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         help="log rendering (env PODTRAIL_LOG_FORMAT; default: console on a terminal, else json)",
     )
     parser.add_argument(
+        "--pod-stream",
+        choices=("own", "kopf"),
+        default=env_or("POD_STREAM", defaults.pod_stream),
+        help="own: the operator's own pod watch, every change in order; kopf: a Kopf on.event "
+        "handler, for comparison (env PODTRAIL_POD_STREAM)",
+    )
+    parser.add_argument(
         "--log-level",
         choices=("debug", "info", "warning", "error"),
         default=env_or("LOG_LEVEL", defaults.log_level),
@@ -161,6 +174,7 @@ def parse_settings(
         coalesce_seconds=args.coalesce_seconds,
         sweep_seconds=args.sweep_seconds,
         write_concurrency=args.write_concurrency,
+        pod_stream=args.pod_stream,
         log_format=args.log_format,
         log_level=args.log_level,
         health_port=args.health_port,

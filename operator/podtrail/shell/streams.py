@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -153,3 +153,29 @@ async def follow_endpoint_slices(
             else:
                 changed(known.get(uid), slim)
                 known[uid] = slim
+
+
+async def follow_pods(
+    kube: Kube,
+    namespace: str | None,
+    take: Callable[[dict[str, Any], bool], Awaitable[None]],
+    missing: Callable[[str | None, list[str]], None],
+    metrics: Metrics,
+) -> None:
+    """Every pod change, in order, each one: no state in between is skipped.
+
+    A listing (at start and after 410 Gone) is taken pod by pod, then the records of pods it no
+    longer shows are closed.
+    """
+
+    def restarted(cause: str) -> None:
+        metrics.stream_restarts.labels(stream="pods", cause=cause).inc()
+
+    async for item in kube.pods(namespace, restarted):
+        if item.kind == "SYNC":
+            for raw in item.items:
+                await take(raw, False)
+            uids = [str((raw.get("metadata") or {}).get("uid")) for raw in item.items]
+            missing(namespace, uids)
+        elif item.obj is not None:
+            await take(item.obj, item.kind == "DELETED")
