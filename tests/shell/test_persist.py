@@ -29,6 +29,7 @@ class FakeStore:
         self.version = 0
         self.calls: list[str] = []
         self.fail_next: list[Exception] = []
+        self.gone_namespaces: set[str] = set()
 
     def _bump(self, record: dict[str, Any]) -> dict[str, Any]:
         self.version += 1
@@ -49,6 +50,8 @@ class FakeStore:
     ) -> dict[str, Any]:
         self.calls.append("create")
         self._maybe_fail()
+        if namespace in self.gone_namespaces:
+            raise kube.NamespaceGoneError(namespace)
         if (namespace, name) in self.records:
             raise kube.AlreadyExistsError(name)
         record = {
@@ -264,3 +267,14 @@ async def test_the_sweep_keeps_the_record_of_a_live_pod(
     settings = PodtrailSettings(retention_seconds=0, max_records=1, max_records_per_namespace=1)
     assert await sweep_once(store, writer, settings, Metrics(), clock() + timedelta(days=9)) == []
     assert (NS, NAME) in store.records
+
+
+async def test_a_record_in_a_namespace_being_deleted_is_given_up(
+    store_and_writer: tuple[FakeStore, RecordWriter],
+) -> None:
+    store, writer = store_and_writer
+    store.gone_namespaces.add(NS)
+    writer.submit(core.observe_pod(running_pod()))
+    await settle(writer, 1.0)
+    assert store.calls == ["create"], "no retry loop against a namespace that is gone"
+    assert writer.get(NS, NAME) is None

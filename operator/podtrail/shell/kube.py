@@ -35,17 +35,24 @@ class NotFoundError(KubeError):
     """The object does not exist (HTTP 404)."""
 
 
+class NamespaceGoneError(KubeError):
+    """The namespace is gone or being deleted: no record can be created in it."""
+
+
 class AlreadyExistsError(KubeError):
     """The object exists already (HTTP 409 on create)."""
+
+
+def _body_text(error: ApiException) -> str:
+    raw: object = error.body
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw or "")
 
 
 def _translate(error: ApiException) -> Exception:
     if error.status == 404:
         return NotFoundError(error.reason)
     if error.status == 409:
-        raw: object = error.body
-        body = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw or "")
-        if "AlreadyExists" in body:
+        if "AlreadyExists" in _body_text(error):
             return AlreadyExistsError(error.reason)
         return ConflictError(error.reason)
     return error
@@ -141,6 +148,9 @@ class Kube:
                 )
             )
         except ApiException as error:
+            text = _body_text(error)
+            if error.status == 404 or (error.status == 403 and "being terminated" in text):
+                raise NamespaceGoneError(namespace) from error
             raise _translate(error) from error
 
     async def replace_record_status(

@@ -261,6 +261,11 @@ class RecordWriter:
                 await self._write(state)
             except asyncio.CancelledError:
                 raise
+            except kube.NamespaceGoneError:
+                # Its namespace is being deleted: so would the record be. Nothing to keep.
+                self._metrics.writes.labels(kind="create", result="namespace-gone").inc()
+                self._records.pop(key, None)
+                self._metrics.records.set(len(self._records))
             except Exception as error:  # keep the facts; try again after a window
                 self._metrics.writes.labels(kind="status", result="error").inc()
                 log.warning(
