@@ -12,8 +12,9 @@ export PATH := $(K8S_BIN):$(PATH)
 
 IMAGE ?= podtrail.local/podtrail:dev
 export IMAGE
+KIND_KUBECONFIG ?= /var/lib/podtrail/kind/kubeconfig
 
-.PHONY: help install test-deployed test-cluster-lifecycle ci lint unit test cluster cluster-down run crd e2e image image-load deploy undeploy engine-down
+.PHONY: help install test-deployed test-cluster-lifecycle test-kind kind kind-down kind-load ci lint unit test cluster cluster-down run crd e2e image image-load deploy undeploy engine-down
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-24s %s\n", $$1, $$2}'
@@ -65,9 +66,19 @@ test-deployed: install ## build the image, deploy it with the shipped manifests,
 test-cluster-lifecycle: install ## make cluster twice, cluster-down then up, recovery after a crash (restarts the local cluster)
 	PODTRAIL_CLUSTER_LIFECYCLE_TESTS=1 $(BIN)/pytest -q tests/cluster/test_lifecycle.py
 
-ci: ## what CI runs: the whole suite, the deployed operator's e2e, then the local cluster's lifecycle
+test-kind: install ## on kind: deploy $(IMAGE) with the shipped manifests, tests/e2e then tests/kind, then kind-down
+	$(MAKE) image
+	bash kind/up.sh
+	export KUBECONFIG=$(KIND_KUBECONFIG); \
+	  DEPLOY_ENV="PODTRAIL_COALESCE_SECONDS=0.5 PODTRAIL_SWEEP_SECONDS=2" bash image/deploy.sh && \
+	  PODTRAIL_E2E_OPERATOR=deployed $(BIN)/pytest -q --timeout=1200 tests/e2e; rc=$$?; \
+	  PODTRAIL_E2E_OPERATOR=deployed $(BIN)/pytest -q --timeout=1200 tests/kind || rc=1; \
+	  bash kind/down.sh || rc=1; exit $$rc
+
+ci: ## what CI runs: the whole suite, the deployed operator's e2e (local cluster, then kind), the cluster's lifecycle
 	$(MAKE) test
 	$(MAKE) test-deployed
+	$(MAKE) test-kind
 	$(MAKE) test-cluster-lifecycle
 
 image: ## build the operator image $(IMAGE) (wheels on the host; a local Docker engine and Debian base where none runs)
@@ -84,3 +95,12 @@ undeploy: ## remove the operator; the CRD and the records stay unless WITH_CRD=1
 
 engine-down: ## stop the local Docker engine and remove what dockerd left (PURGE=1 also drops its images)
 	bash image/engine-down.sh
+
+kind: ## bring up the kind cluster (1 control plane + KIND_WORKERS workers) and load $(IMAGE) and the tests' images
+	bash kind/up.sh
+
+kind-down: ## delete the kind cluster and everything it left (the engine keeps running: make engine-down)
+	bash kind/down.sh
+
+kind-load: ## load $(IMAGE) and the tests' images into the kind nodes
+	bash kind/load.sh

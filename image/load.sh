@@ -24,7 +24,8 @@ case $LOAD_TARGET in
     cluster=${KIND_CLUSTER:-${context#kind-}}
     [[ $ENGINE_KIND == local ]] && export DOCKER_HOST=unix://$ENGINE_SOCKET
     ilog "loading $IMAGE into kind cluster $cluster"
-    "${KIND:-kind}" load docker-image "$IMAGE" --name "$cluster" >&2
+    # The project's kind tooling builds kind itself and works with the local engine.
+    KIND_CLUSTER=$cluster bash "$REPO_ROOT/kind/load.sh" "$IMAGE" >&2
     ;;
   local)
     [[ -f $REPO_ROOT/cluster/images/import.sh ]] || idie "no cluster/images/import.sh"
