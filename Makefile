@@ -14,7 +14,7 @@ IMAGE ?= podtrail.local/podtrail:dev
 export IMAGE
 KIND_KUBECONFIG ?= /var/lib/podtrail/kind/kubeconfig
 
-.PHONY: help install test-deployed test-cluster-lifecycle test-kind kind kind-down kind-load ci lint unit test cluster cluster-down run crd e2e image image-load deploy undeploy engine-down
+.PHONY: bench bench-full help install test-deployed test-cluster-lifecycle test-kind kind kind-down kind-load ci lint unit test cluster cluster-down run crd e2e image image-load deploy undeploy engine-down
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-24s %s\n", $$1, $$2}'
@@ -104,3 +104,9 @@ kind-down: ## delete the kind cluster and everything it left (the engine keeps r
 
 kind-load: ## load $(IMAGE) and the tests' images into the kind nodes
 	bash kind/load.sh
+
+bench: install ## the benchmark, quick: operator vs a raw watch vs kube-state-metrics on the local cluster
+	bash bench/run.sh --quick
+
+bench-full: install ## the benchmark's full matrix (1,000 and 5,000 pods; 20, 100, 300 transitions/s)
+	bash bench/run.sh --full

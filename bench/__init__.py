@@ -1,0 +1,1 @@
+"""podtrail's benchmark: the operator against a bare watch and kube-state-metrics, same load."""

@@ -1,0 +1,798 @@
+"""One benchmark run: sizes x repeats x rates, every consumer measured on the same load.
+
+For each size: the pods are created (and kept between repeats). For each repeat: records are
+removed, the three consumers start together (operator, raw watch, kube-state-metrics) and their
+start is measured; then one measured window per rate; then the operator's restart catch-up
+(stopped, the load goes on without it, started again); then they stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import re
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench import apimetrics, observe, procs, setup
+from bench.kubeapi import Kube, wait_for_apiserver
+from bench.load import Player
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclasses.dataclass
+class Options:
+    """What to run."""
+
+    sizes: list[int]
+    rates: list[float]
+    seconds: float
+    repeats: int
+    mode: str
+    kubeconfig: str
+    kubectl: str
+    out: Path
+    coalesce: float = 1.0
+    events_per_pod: int = 2
+    namespaces: int = 4
+    nodes: int = 10
+    catchup_seconds: float = 10.0
+    profile: bool = False
+    keep: bool = False
+    operator_args: list[str] = dataclasses.field(default_factory=list)
+    variant: str = ""
+    worst_restarts: int = 0
+
+
+def log(message: str) -> None:
+    """A progress line on stderr."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    info: dict[str, Any] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    with contextlib.suppress(OSError), open("/proc/meminfo") as f:
+        info["memory_gib"] = round(int(f.readline().split()[1]) / 2**20, 1)
+    info["load_average"] = os.getloadavg()
+    git = ["git", "-C", str(REPO)]
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        info["commit"] = subprocess.run(
+            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        changed = subprocess.run(
+            [*git, "status", "--porcelain", "--", "operator"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.split("\n")
+        info["operator_uncommitted_changes"] = len([line for line in changed if line.strip()])
+    return info
+
+
+def build_tools() -> dict[str, str]:
+    """Kwok and kube-state-metrics from the binary cache (built on first use)."""
+    paths = {}
+    for tool in ("kwok", "kube-state-metrics"):
+        proc = subprocess.run(
+            ["bash", str(REPO / "bench" / "tools.sh"), tool],
+            stdout=subprocess.PIPE,
+            text=True,
+            check=True,
+        )
+        paths[tool] = proc.stdout.strip().splitlines()[-1]
+    return paths
+
+
+async def scrape(url: str) -> str:
+    """GET a Prometheus endpoint as text."""
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        return await response.text()
+
+
+def sum_metric(text: str, name: str, **labels: str) -> float:
+    """The sum of a Prometheus counter's samples whose labels include `labels`."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def histogram_quantiles(before: str, after: str, name: str) -> dict[str, float | None]:
+    """p50/p99 upper bounds of a Prometheus histogram's growth between two scrapes."""
+
+    def buckets(text: str) -> dict[float, float]:
+        found = {}
+        for line in text.splitlines():
+            if line.startswith(name + "_bucket{"):
+                le = line.split('le="', 1)[1].split('"', 1)[0]
+                found[float("inf") if le == "+Inf" else float(le)] = float(line.rsplit(" ", 1)[1])
+        return found
+
+    b0, b1 = buckets(before), buckets(after)
+    grown = sorted((le, b1[le] - b0.get(le, 0.0)) for le in b1)
+    total = grown[-1][1] if grown else 0.0
+    out: dict[str, float | None] = {"n": total}
+    for q in (0.5, 0.99):
+        out[f"p{int(q * 100)}"] = next((le for le, n in grown if total and n >= q * total), None)
+    return out
+
+
+class Bench:
+    """The state of one benchmark run."""
+
+    def __init__(self, options: Options, kube: Kube, tools: dict[str, str]) -> None:
+        self.o = options
+        self.kube = kube
+        self.tools = tools
+        self.run_id = secrets.token_hex(2)
+        self.logs = options.out / f"logs-{self.run_id}"
+        self.results: list[dict[str, Any]] = []
+        self.starts: list[dict[str, Any]] = []
+        self.catchups: list[dict[str, Any]] = []
+        self.lag_series: dict[str, Any] = {}
+        self.worst: dict[str, Any] | None = None
+        self.worst_key: tuple[str, str] | None = None
+        self.kwok: procs.Consumer | None = None
+        self.player: Player | None = None
+        self.namespaces: list[str] = []
+
+    # --- consumers ------------------------------------------------------------------------------
+
+    def operator(self, tag: str) -> procs.Consumer:
+        """The operator as the benchmark runs it (JSON logs at warning, no health port)."""
+        self.operator_port = procs.free_port()
+        argv = [
+            str(REPO / ".venv" / "bin" / "python"),
+            "-m",
+            "podtrail",
+            "--kubeconfig",
+            self.o.kubeconfig,
+            "--log-format",
+            "json",
+            "--log-level",
+            "warning",
+            "--health-port",
+            "0",
+            "--metrics-port",
+            str(self.operator_port),
+            "--coalesce-seconds",
+            str(self.o.coalesce),
+            *self.o.operator_args,
+        ]
+        if self.o.variant:
+            argv[1:3] = ["-m", "bench.variants", "--variant", self.o.variant, "--"]
+        return procs.Consumer(
+            "operator", argv, self.logs / f"operator-{tag}.log", env={"PYTHONPATH": str(REPO)}
+        )
+
+    def raw_watch(self, tag: str) -> procs.Consumer:
+        """The floor: bench.rawwatch in its own process."""
+        self.raw_log = self.logs / f"rawwatch-{tag}.events"
+        argv = [
+            str(REPO / ".venv" / "bin" / "python"),
+            "-m",
+            "bench.rawwatch",
+            "--kubeconfig",
+            self.o.kubeconfig,
+            "--log",
+            str(self.raw_log),
+        ]
+        return procs.Consumer(
+            "raw watch", argv, self.logs / f"rawwatch-{tag}.log", env={"PYTHONPATH": str(REPO)}
+        )
+
+    def ksm(self, tag: str) -> procs.Consumer:
+        """kube-state-metrics watching pods only, on loopback ports."""
+        self.ksm_port = procs.free_port()
+        argv = [
+            self.tools["kube-state-metrics"],
+            "--kubeconfig",
+            self.o.kubeconfig,
+            "--resources=pods",
+            "--host=127.0.0.1",
+            f"--port={self.ksm_port}",
+            "--telemetry-host=127.0.0.1",
+            f"--telemetry-port={procs.free_port()}",
+        ]
+        return procs.Consumer("kube-state-metrics", argv, self.logs / f"ksm-{tag}.log")
+
+    # --- the run ----------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Sizes, then repeats: pods created once per size, consumers started per repeat."""
+        await setup.teardown(self.kube, None, log=log)  # leftovers of an interrupted run
+        await setup.apply_crd(self.o.kubectl, self.o.kubeconfig)
+        log("CRD applied and established")
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.kwok = procs.Consumer(
+            "kwok",
+            [
+                self.tools["kwok"],
+                "--kubeconfig",
+                self.o.kubeconfig,
+                "--config",
+                str(REPO / "bench" / "kwok-stages.yaml"),
+                "--manage-all-nodes=false",
+                f"--manage-nodes-with-annotation-selector={setup.SIM_KEY}=true",
+                "--node-lease-duration-seconds=40",
+                f"--server-address=127.0.0.1:{procs.free_port()}",
+                "-v=WARN",
+            ],
+            self.logs / "kwok.log",
+        )
+        self.kwok.start()
+        log(f"run {self.run_id}: kwok started (pid {self.kwok.pid}); logs in {self.logs}")
+        nodes = await setup.create_nodes(self.kube, self.run_id, self.o.nodes, log=log)
+        self.namespaces = await setup.create_namespaces(self.kube, self.run_id, self.o.namespaces)
+        self.player = Player(
+            self.kube, run_id=self.run_id, namespaces=self.namespaces, nodes=nodes, log=log
+        )
+        await self.baseline()
+        for size in self.o.sizes:
+            log(f"{size} pods: creating them (Running, ready, {self.o.events_per_pod} Events each)")
+            began = time.monotonic()
+            await self.player.populate(size, events_per_pod=self.o.events_per_pod)
+            events = await self.count_events()
+            log(
+                f"{size} pods in place in {time.monotonic() - began:.0f} s; {events} Events present"
+            )
+            for repeat in range(1, self.o.repeats + 1):
+                await self.repeat(size, repeat, events)
+
+    async def baseline(self) -> None:
+        """Start each consumer with none of the benchmark's pods: its fixed cost.
+
+        Imports, connections and the cluster's own pods: taken off the per-pod start figures.
+        """
+        operator, raw, ksm = self.operator("empty"), self.raw_watch("empty"), self.ksm("empty")
+        consumers = [operator, raw, ksm]
+        self.base_cpu: dict[str, float] = {}
+        for consumer in consumers:
+            consumer.start()
+        try:
+            deadline = time.monotonic() + 120
+            last: dict[str, float] = {}
+            quiet: dict[str, int] = {}
+            while time.monotonic() < deadline and (len(quiet) < 3 or min(quiet.values()) < 4):
+                await asyncio.sleep(0.25)
+                for consumer in consumers:
+                    cpu = consumer.cpu()
+                    idle = cpu - last.get(consumer.name, 0.0) < 0.01 and cpu > 0.02
+                    quiet[consumer.name] = quiet.get(consumer.name, 0) + 1 if idle else 0
+                    last[consumer.name] = cpu
+            self.base_cpu = {c.name: c.cpu() for c in consumers}
+        finally:
+            for consumer in consumers:
+                await consumer.stop()
+        log("empty start, CPU s: " + ", ".join(f"{n} {v:.2f}" for n, v in self.base_cpu.items()))
+
+    async def count_events(self) -> int:
+        """Events about pods in the whole cluster (what the operator lists)."""
+        total = 0
+        token = None
+        while True:
+            params = {"limit": "500", "fieldSelector": "involvedObject.kind=Pod"}
+            if token:
+                params["continue"] = token
+            page = await self.kube.request("GET", "/api/v1/events", params=params)
+            total += len(page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return total
+
+    async def repeat(self, size: int, repeat: int, events: int) -> None:
+        """One repeat at one size: start, a window per rate, restart catch-up."""
+        assert self.player is not None
+        tag = f"{size}-{repeat}"
+        log(f"{size} pods, repeat {repeat}: removing records, starting the consumers")
+        began = time.monotonic()
+        await setup.delete_records(self.kube, self.namespaces)
+        watch = observe.RecordWatch(self.kube, self.run_id)
+        watch.start()
+        await watch.ready.wait()
+        log(f"records removed, harness watching records ({time.monotonic() - began:.0f} s)")
+        operator, raw, ksm = self.operator(tag), self.raw_watch(tag), self.ksm(tag)
+        consumers = [operator, raw, ksm]
+        sampler = asyncio.create_task(procs.sample_forever(consumers))
+        try:
+            start = await self.measure_start(size, repeat, events, watch, operator, raw, ksm)
+            self.starts.append(start)
+            steady_since = time.monotonic()
+            for rate in self.o.rates:
+                result = await self.window(size, rate, repeat, watch, operator, raw, ksm)
+                result["steady_since"] = steady_since
+                self.results.append(result)
+            memory = {
+                c.name: {
+                    "steady_rss_mib": c.steady_rss(steady_since),
+                    "peak_rss_mib": c.memory()[1] if c.alive() else None,
+                }
+                for c in consumers
+            }
+            start["memory"] = memory
+            await self.check_ksm(size)
+            if size == max(self.o.sizes) and repeat == self.o.repeats and self.o.worst_restarts:
+                self.worst = await self.worst_case()
+            catchup = await self.catch_up(size, repeat, watch, operator)
+            self.catchups.append(catchup)
+        finally:
+            sampler.cancel()
+            for consumer in consumers:
+                await consumer.stop()
+            await watch.stop()
+        self.save_partial()
+        exits = {c.name: c.proc.returncode if c.proc else None for c in consumers}
+        log(f"{size} pods, repeat {repeat}: consumers stopped {exits}")
+
+    def synced(self, watch: observe.RecordWatch) -> tuple[int, int]:
+        """Count (records current, live pods).
+
+        A record is current when it follows its pod's instance, phase, restarts and readiness.
+        """
+        assert self.player is not None
+        live = [p for p in self.player.pods.values() if not p.gone and p.uid]
+        current = 0
+        for pod in live:
+            view = watch.views.get(pod.key)
+            if (
+                view is not None
+                and view.uid == pod.uid
+                and view.phase == pod.phase
+                and (view.restarts or 0) == pod.restarts
+                and (view.ready or 0) == (1 if pod.ready else 0)
+            ):
+                current += 1
+        return current, len(live)
+
+    async def measure_start(
+        self,
+        size: int,
+        repeat: int,
+        events: int,
+        watch: observe.RecordWatch,
+        operator: procs.Consumer,
+        raw: procs.Consumer,
+        ksm: procs.Consumer,
+    ) -> dict[str, Any]:
+        """Start all three; time each until it holds every pod (the operator: every record)."""
+        for consumer in (operator, raw, ksm):
+            consumer.start()
+        t0 = time.monotonic()
+        done: dict[str, tuple[float, float]] = {}
+        last_ksm_cpu, quiet = 0.0, 0
+        deadline = t0 + max(180.0, size * 0.1)
+        while len(done) < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.25)
+            now = time.monotonic()
+            for consumer in (operator, raw, ksm):
+                if not consumer.alive():
+                    raise RuntimeError(f"{consumer.name} exited: see {consumer.log_path}")
+            if "raw watch" not in done:
+                synced, _, _ = observe.raw_watch_log(self.raw_log)
+                if synced is not None:
+                    done["raw watch"] = (synced - t0, raw.cpu())
+            if "operator" not in done:
+                current, live = self.synced(watch)
+                if live and current == live:
+                    done["operator"] = (now - t0, operator.cpu())
+            if "kube-state-metrics" not in done:
+                cpu = ksm.cpu()
+                quiet = quiet + 1 if cpu - last_ksm_cpu < 0.01 and cpu > 0.02 else 0
+                last_ksm_cpu = cpu
+                if quiet >= 4:  # a second without work after the list: it holds every pod
+                    done["kube-state-metrics"] = (now - 1.0 - t0, cpu)
+        missing = {"operator", "raw watch", "kube-state-metrics"} - set(done)
+        if missing:
+            current, live = self.synced(watch)
+            log(f"start: {sorted(missing)} not in sync after the deadline ({current}/{live})")
+        result = {
+            "size": size,
+            "repeat": repeat,
+            "events_present": events,
+            "start": {
+                name: {
+                    "seconds": s,
+                    "cpu_seconds": cpu,
+                    "cpu_ms_per_pod": 1000 * max(0.0, cpu - self.base_cpu.get(name, 0.0)) / size,
+                }
+                for name, (s, cpu) in done.items()
+            },
+        }
+        listed = observe.raw_watch_list_cost(self.raw_log)
+        if listed is not None and "raw watch" in result["start"]:
+            # The floor times its own list exactly: no need to subtract an empty start.
+            result["start"]["raw watch"]["cpu_ms_per_pod"] = 1000 * listed[1] / max(1, listed[0])
+        log(
+            "start: "
+            + ", ".join(
+                f"{n} {s:.1f} s / {1000 * c / size:.2f} ms a pod" for n, (s, c) in done.items()
+            )
+        )
+        await asyncio.sleep(2.0)
+        return result
+
+    async def window(
+        self,
+        size: int,
+        rate: float,
+        repeat: int,
+        watch: observe.RecordWatch,
+        operator: procs.Consumer,
+        raw: procs.Consumer,
+        ksm: procs.Consumer,
+    ) -> dict[str, Any]:
+        """Play `rate` transitions a second for the window; measure everything around it."""
+        assert self.player is not None
+        player = self.player
+        consumers = {"operator": operator, "raw watch": raw, "kube-state-metrics": ksm}
+        cpu0 = {name: c.cpu() for name, c in consumers.items()}
+        me0 = procs.cpu_seconds(os.getpid())
+        busy0 = procs.machine_busy()
+        api0 = await apimetrics.request_counts(self.kube)
+        seconds0 = await apimetrics.request_seconds(self.kube)
+        op0 = await scrape(f"http://127.0.0.1:{self.operator_port}/metrics")
+        first_expect, first_arrival = len(player.expects), len(watch.arrivals)
+        writes0 = {key: len(view.writes) for key, view in watch.views.items()}
+        bare0 = {key: view.bare_writes for key, view in watch.views.items()}
+        t0 = time.monotonic()
+        transitions0 = player.counters.transitions
+        errors0 = player.counters.errors
+        spy = None
+        if self.o.profile:
+            spy = subprocess.Popen(
+                [
+                    str(REPO / ".venv" / "bin" / "py-spy"),
+                    "record",
+                    "--pid",
+                    str(operator.pid),
+                    "--rate",
+                    "50",
+                    "--duration",
+                    str(int(self.o.seconds)),
+                    "--format",
+                    "raw",
+                    "--nonblocking",
+                    "-o",
+                    str(self.logs / f"operator-{size}-{rate:g}-{repeat}.folded"),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        player.recording = True
+        achieved = await player.play(rate, self.o.seconds)
+        player.recording = False
+        played = player.counters.transitions - transitions0
+        await asyncio.sleep(self.o.coalesce + 4.0)  # let the last facts land
+        if spy is not None:
+            await asyncio.to_thread(spy.wait)
+        t1 = time.monotonic()
+        cpu = {name: c.cpu() - cpu0[name] for name, c in consumers.items()}
+        me = procs.cpu_seconds(os.getpid()) - me0
+        busy1 = procs.machine_busy()
+        api = apimetrics.delta(api0, await apimetrics.request_counts(self.kube))
+        latency = apimetrics.mean_latency(
+            seconds0,
+            await apimetrics.request_seconds(self.kube),
+            "PUT podlifecyclerecords/status",
+            "POST podlifecyclerecords",
+            "PATCH pods/status",
+            "POST events",
+        )
+        op1 = await scrape(f"http://127.0.0.1:{self.operator_port}/metrics")
+        expects = player.expects[first_expect:]
+        _, by_rv, deleted = observe.raw_watch_log(self.raw_log)
+        for expect in expects:
+            if expect.step == "removed":
+                expect.start = deleted.get((expect.namespace, expect.pod))
+        matched, unmatched = observe.match(expects, watch.arrivals[first_arrival:])
+        op_lags = [float(e.seen or 0) - float(e.start or 0) for e in matched]
+        raw_lags = [by_rv[e.rv] - float(e.start or 0) for e in expects if e.rv and e.rv in by_rv]
+        # Status writes per record, seen by the harness's watch (one update = one write).
+        per_record = []
+        close = 0
+        bare = 0
+        for key, view in watch.views.items():
+            new = [t for t in view.writes[writes0.get(key, 0) :] if t >= t0]
+            if new:
+                per_record.append(len(new))
+                ordered = sorted(new)
+                close += sum(
+                    1
+                    for a, b in zip(ordered, ordered[1:], strict=False)
+                    if b - a < self.o.coalesce * 0.9
+                )
+            bare += view.bare_writes - bare0.get(key, 0)
+        busy = (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1])
+        record_api = apimetrics.record_requests(api)
+        status_writes = sum(v for k, v in record_api.items() if k.endswith("/status"))
+        result = {
+            "size": size,
+            "rate": rate,
+            "repeat": repeat,
+            "seconds": self.o.seconds,
+            "measured_seconds": t1 - t0,
+            "achieved_rate": achieved,
+            "transitions": played,
+            "write_errors": player.counters.errors - errors0,
+            "late_ticks": player.counters.late,
+            "steps": dict(player.counters.by_step),
+            "machine_busy": busy,
+            "load_average_1m": os.getloadavg()[0],
+            "harness_cpu_seconds": me,
+            "cpu_per_1000": {n: 1000 * c / max(1, played) for n, c in cpu.items()},
+            "cpu_seconds": cpu,
+            "lag": {
+                "operator": observe.percentiles(op_lags),
+                "raw watch": observe.percentiles(raw_lags),
+            },
+            "facts_expected": len(expects),
+            "facts_missing": len(unmatched),
+            "missing_by_type": _count(e.type for e in unmatched),
+            "records_written": len(per_record),
+            "status_writes_per_record": {
+                "mean": sum(per_record) / len(per_record) if per_record else None,
+                "max": max(per_record) if per_record else None,
+            },
+            "writes_closer_than_window": close,
+            "writes_without_new_fact": bare,
+            "record_updates_seen": sum(per_record),
+            "api_requests": api,
+            "record_requests": record_api,
+            "apiserver_mean_latency_s": latency,
+            "record_status_writes": status_writes,
+            "record_writes_per_1000": 1000
+            * sum(
+                record_api.get(k, 0)
+                for k in record_api
+                if not k.startswith(("LIST", "WATCH", "GET"))
+            )
+            / max(1, played),
+            "operator_metrics": {
+                "status_writes_ok": sum_metric(
+                    op1, "podtrail_status_writes_total", kind="status", result="ok"
+                )
+                - sum_metric(op0, "podtrail_status_writes_total", kind="status", result="ok"),
+                "conflicts": sum_metric(op1, "podtrail_status_writes_total", result="conflict")
+                - sum_metric(op0, "podtrail_status_writes_total", result="conflict"),
+                "facts": sum_metric(op1, "podtrail_facts_total")
+                - sum_metric(op0, "podtrail_facts_total"),
+                "write_lag": histogram_quantiles(op0, op1, "podtrail_write_lag_seconds"),
+            },
+        }
+        if size == max(self.o.sizes) and rate == max(self.o.rates):
+            self.lag_series.setdefault(f"{size} pods, {rate:g}/s", []).append(
+                {
+                    "operator": [
+                        (float(e.start or 0) - t0, float(e.seen or 0) - float(e.start or 0))
+                        for e in matched
+                    ],
+                    "raw watch": [
+                        (float(e.start or 0) - t0, by_rv[e.rv] - float(e.start or 0))
+                        for e in expects
+                        if e.rv and e.rv in by_rv
+                    ],
+                }
+            )
+        lag = result["lag"]["operator"]
+        log(
+            f"{size} pods @ {rate:g}/s (repeat {repeat}): {played} transitions ({achieved:.0f}/s), "
+            f"operator lag p50 {_ms(lag['p50'])} p99 {_ms(lag['p99'])}, "
+            f"CPU/1000: "
+            + ", ".join(f"{n} {v:.2f} s" for n, v in result["cpu_per_1000"].items())
+            + f", missing facts {len(unmatched)}/{len(expects)}, machine busy {busy:.0%}"
+        )
+        return result
+
+    async def worst_case(self) -> dict[str, Any]:
+        """The record of a pod with thousands of probe failures and many restarts."""
+        assert self.player is not None
+        restarts, failures = self.o.worst_restarts, 3000
+        began = time.monotonic()
+        pod = await self.player.worst_case(restarts, failures)
+        self.worst_key = pod.key
+        await asyncio.sleep(self.o.coalesce + 3.0)
+        record = await self.kube.request(
+            "GET",
+            f"/apis/podtrail.io/v1alpha1/namespaces/{pod.namespace}/podlifecyclerecords/{pod.name}",
+        )
+        status = record.get("status") or {}
+        result = {
+            "restarts": restarts,
+            "probe_failures": failures,
+            "size_kib": len(json.dumps(record, separators=(",", ":"))) / 1024,
+            "status_kib": len(json.dumps(status, separators=(",", ":"))) / 1024,
+            "timeline_entries": len(status.get("timeline") or []),
+            "timeline_dropped": status.get("timelineDropped"),
+            "restarts_recorded": (status.get("summary") or {}).get("restarts"),
+            "probe_failures_recorded": status.get("probeFailures"),
+            "seconds": time.monotonic() - began,
+        }
+        log(
+            f"worst-case record: {result['size_kib']:.1f} KiB, "
+            f"{result['timeline_entries']} entries "
+            f"({result['timeline_dropped']} dropped), restarts {result['restarts_recorded']}, "
+            f"probe failures {result['probe_failures_recorded']}"
+        )
+        return result
+
+    async def check_ksm(self, size: int) -> None:
+        """One scrape of kube-state-metrics after the windows: it must know this run's pods."""
+        text = await scrape(f"http://127.0.0.1:{self.ksm_port}/metrics")
+        ours = len(
+            re.findall(rf'^kube_pod_info\{{[^}}]*namespace="bench-{self.run_id}-', text, re.M)
+        )
+        log(
+            f"kube-state-metrics exports {ours} of this run's pods "
+            f"({len(text) / 1e6:.1f} MB scrape)"
+        )
+
+    async def catch_up(
+        self, size: int, repeat: int, watch: observe.RecordWatch, operator: procs.Consumer
+    ) -> dict[str, Any]:
+        """Stop the operator, let pods change without it, start it: time until all is current."""
+        assert self.player is not None
+        player = self.player
+        await operator.stop()
+        rate = sorted(self.o.rates)[len(self.o.rates) // 2]
+        first = len(player.expects)
+        player.recording = True
+        await player.play(rate, self.o.catchup_seconds)
+        player.recording = False
+        changed = len(player.expects) - first
+        live_keys = {p.key for p in player.pods.values() if not p.gone}
+        # Facts of pods still alive must all be recovered from what their status shows; a
+        # readiness flap while the operator was away leaves no trace in the status (the
+        # readiness it ends in is checked with the rest of the record's current state).
+        expects = [
+            e
+            for e in player.expects[first:]
+            if (e.namespace, e.pod) in live_keys
+            and e.step != "removed"
+            and e.type not in ("ContainerReady", "ContainerNotReady")
+        ]
+        first_arrival = len(watch.arrivals)
+        new = self.operator(f"{size}-{repeat}-restart")
+        new.start()
+        t0 = time.monotonic()
+        result: dict[str, Any] = {"size": size, "repeat": repeat, "changes_while_down": changed}
+        deadline = t0 + max(120.0, size * 0.05)
+        matched: list[Any] = []
+        unmatched: list[Any] = expects
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.25)
+            if not new.alive():
+                raise RuntimeError(f"operator exited: see {new.log_path}")
+            for e in unmatched:
+                e.seen = None
+            matched, unmatched = observe.match(unmatched, watch.arrivals[first_arrival:])
+            current, live = self.synced(watch)
+            if not unmatched and current == live:
+                result["seconds"] = time.monotonic() - t0
+                break
+        else:
+            result["seconds"] = None
+            result["not_current"] = live - current
+        result["cpu_seconds"] = new.cpu()
+        base = self.base_cpu.get("operator", 0.0)
+        result["cpu_ms_per_pod"] = 1000 * max(0.0, result["cpu_seconds"] - base) / size
+        result["facts_missing"] = len(unmatched)
+        result["missing_by_type"] = _count(e.type for e in unmatched)
+        await asyncio.sleep(2.0)
+        items = (await self.kube.list_all(observe.RECORDS, watch.params))["items"]
+        worst = self.worst_key
+        ordinary = [
+            item
+            for item in items
+            if (item["metadata"]["namespace"], item["metadata"]["name"]) != worst
+        ]
+        result["duplicate_keys"] = sum(_duplicates(item) for item in items)
+        # The worst-case pod restarts several times a second: equal texts there are expected.
+        result["duplicate_facts"] = sum(_same_fact_twice(item) for item in ordinary)
+        result["record_size_kib"] = observe.record_sizes(items)
+        result["records"] = len(items)
+        result["timeline_entries_max"] = max(
+            (len((i.get("status") or {}).get("timeline") or []) for i in items), default=0
+        )
+        log(
+            f"restart catch-up, {size} pods (repeat {repeat}): "
+            + (f"{result['seconds']:.1f} s" if result["seconds"] is not None else "NOT current")
+            + f", {result['cpu_ms_per_pod']:.2f} ms CPU a pod, duplicate keys "
+            f"{result['duplicate_keys']}, "
+            f"record size p50 {result['record_size_kib']['p50']:.1f} KiB"
+        )
+        await new.stop()
+        return result
+
+    def results_so_far(self) -> dict[str, Any]:
+        """Everything measured so far, as the report reads it."""
+        options = dataclasses.asdict(self.o)
+        return {
+            "run_id": self.run_id,
+            "options": {k: str(v) if isinstance(v, Path) else v for k, v in options.items()},
+            "machine": machine(),
+            "windows": self.results,
+            "starts": self.starts,
+            "catchups": self.catchups,
+            "lag_series": self.lag_series,
+            "worst_case_record": self.worst,
+            "logs": str(self.logs),
+        }
+
+    def save_partial(self) -> None:
+        """After each repeat: what an interrupted run still leaves behind."""
+        path = self.o.out / f"{self.o.mode}-{self.run_id}.partial.json"
+        path.write_text(json.dumps(self.results_so_far(), default=str))
+
+    async def cleanup(self) -> None:
+        """Stop kwok; remove the namespaces, pods and simulated nodes of this run."""
+        if self.kwok is not None and not self.o.keep:
+            await self.kwok.stop()
+        if not self.o.keep:
+            await setup.teardown(self.kube, self.run_id, log=log)
+
+
+def _count(values: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for value in values:
+        out[value] = out.get(value, 0) + 1
+    return out
+
+
+def _duplicates(record: dict[str, Any]) -> int:
+    keys = [e.get("key") for e in (record.get("status") or {}).get("timeline") or []]
+    return len(keys) - len(set(keys))
+
+
+def _same_fact_twice(record: dict[str, Any]) -> int:
+    """Entries telling the same thing twice under different keys (type, container, time, text)."""
+    seen = set()
+    twice = 0
+    for e in (record.get("status") or {}).get("timeline") or []:
+        ident = (e.get("type"), e.get("container"), e.get("time"), e.get("summary"))
+        twice += ident in seen
+        seen.add(ident)
+    return twice
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{1000 * value:.0f} ms"
+
+
+async def run(options: Options) -> dict[str, Any]:
+    """The whole benchmark; returns the raw results (the report is made from them)."""
+    tools = await asyncio.to_thread(build_tools)
+    log(f"tools: {', '.join(tools.values())}")
+    kube = await Kube.connect(options.kubeconfig)
+    bench: Bench | None = None
+    try:
+        await wait_for_apiserver(kube, log=log)
+        bench = Bench(options, kube, tools)
+        try:
+            await bench.run()
+        finally:
+            with contextlib.suppress(Exception):
+                await bench.cleanup()
+        results = bench.results_so_far()
+        (options.out / f"{options.mode}-{bench.run_id}.partial.json").unlink(missing_ok=True)
+        return results
+    finally:
+        await kube.close()
