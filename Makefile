@@ -28,8 +28,8 @@ $(BIN)/podtrail: pyproject.toml constraints.txt
 install: $(BIN)/podtrail ## create .venv with the operator and its development tools
 
 lint: install ## ruff, mypy (strict) and the import layering rules
-	$(BIN)/ruff check operator tests
-	$(BIN)/ruff format --check operator tests
+	$(BIN)/ruff check operator tests bench
+	$(BIN)/ruff format --check operator tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
