@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -18,7 +19,7 @@ LOCAL_KUBECTL = "/var/cache/podtrail/bin/kubernetes-v1.34.4/kubectl"
 # mode: sizes, rates, seconds per window, repeats, restart load seconds, worst-case restarts
 MODES = {
     "tiny": ([20], [10.0], 10.0, 1, 3.0, 0),
-    "quick": ([300], [50.0], 30.0, 2, 8.0, 60),
+    "quick": ([300], [100.0], 30.0, 2, 8.0, 60),
     "full": ([1000, 5000], [20.0, 100.0, 300.0], 45.0, 2, 10.0, 150),
 }
 
@@ -88,7 +89,16 @@ def parse(argv: list[str]) -> harness.Options:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, print the table, write the JSON and the plot."""
     options = parse(sys.argv[1:] if argv is None else argv)
-    results = asyncio.run(harness.run(options))
+
+    async def until_done_or_terminated() -> dict[str, object]:
+        # SIGTERM cancels the run like Ctrl-C does, so its cleanup still removes the simulated
+        # nodes and namespaces and stops kwok.
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        return await harness.run(options)
+
+    results = asyncio.run(until_done_or_terminated())
     text, json_path, plot = report.write(results, options.out)
     print(text)
     print(f"\nresults: {json_path}" + (f"\nlag plot: {plot}" if plot else ""))

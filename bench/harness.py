@@ -151,6 +151,7 @@ class Bench:
         self.lag_series: dict[str, Any] = {}
         self.worst: dict[str, Any] | None = None
         self.worst_key: tuple[str, str] | None = None
+        self.lease: asyncio.Task[None] | None = None
         self.kwok: procs.Consumer | None = None
         self.player: Player | None = None
         self.namespaces: list[str] = []
@@ -219,6 +220,8 @@ class Bench:
 
     async def run(self) -> None:
         """Sizes, then repeats: pods created once per size, consumers started per repeat."""
+        await setup.wait_for_other_runs(self.kube, log=log)
+        self.lease = asyncio.create_task(setup.hold_lease(self.kube, self.run_id))
         await setup.teardown(self.kube, None, log=log)  # leftovers of an interrupted run
         await setup.apply_crd(self.o.kubectl, self.o.kubeconfig)
         log("CRD applied and established")
@@ -331,7 +334,10 @@ class Bench:
             start["memory"] = memory
             await self.check_ksm(size)
             if size == max(self.o.sizes) and repeat == self.o.repeats and self.o.worst_restarts:
-                self.worst = await self.worst_case()
+                try:
+                    self.worst = await self.worst_case()
+                except LookupError as error:
+                    log(f"worst-case record skipped: {error}")
             catchup = await self.catch_up(size, repeat, watch, operator)
             self.catchups.append(catchup)
         finally:
@@ -481,6 +487,9 @@ class Bench:
         achieved = await player.play(rate, self.o.seconds)
         player.recording = False
         played = player.counters.transitions - transitions0
+        failed = player.counters.errors - errors0
+        if failed > max(20, played):
+            raise RuntimeError(f"{failed} writes of the load failed: was the cluster reset?")
         await asyncio.sleep(self.o.coalesce + 4.0)  # let the last facts land
         if spy is not None:
             await asyncio.to_thread(spy.wait)
@@ -670,6 +679,7 @@ class Bench:
             and e.type not in ("ContainerReady", "ContainerNotReady")
         ]
         first_arrival = len(watch.arrivals)
+        api0 = await apimetrics.request_counts(self.kube)
         new = self.operator(f"{size}-{repeat}-restart")
         new.start()
         t0 = time.monotonic()
@@ -696,6 +706,8 @@ class Bench:
         result["cpu_ms_per_pod"] = 1000 * max(0.0, result["cpu_seconds"] - base) / size
         result["facts_missing"] = len(unmatched)
         result["missing_by_type"] = _count(e.type for e in unmatched)
+        api = apimetrics.delta(api0, await apimetrics.request_counts(self.kube))
+        result["record_requests"] = apimetrics.record_requests(api)
         await asyncio.sleep(2.0)
         items = (await self.kube.list_all(observe.RECORDS, watch.params))["items"]
         worst = self.worst_key
@@ -717,7 +729,7 @@ class Bench:
             + (f"{result['seconds']:.1f} s" if result["seconds"] is not None else "NOT current")
             + f", {result['cpu_ms_per_pod']:.2f} ms CPU a pod, duplicate keys "
             f"{result['duplicate_keys']}, "
-            f"record size p50 {result['record_size_kib']['p50']:.1f} KiB"
+            f"record size p50 {result['record_size_kib']['p50'] or 0:.1f} KiB"
         )
         await new.stop()
         return result
@@ -748,6 +760,10 @@ class Bench:
             await self.kwok.stop()
         if not self.o.keep:
             await setup.teardown(self.kube, self.run_id, log=log)
+        if self.lease is not None:
+            self.lease.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.lease
 
 
 def _count(values: Any) -> dict[str, int]:

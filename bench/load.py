@@ -454,7 +454,9 @@ class Player:
 
         Its timeline reaches the operator's cap; the record's size then stops growing.
         """
-        pod = next(p for p in self.pods.values() if not p.gone and p.uid and p.ready)
+        pod = next((p for p in self.pods.values() if not p.gone and p.uid and p.ready), None)
+        if pod is None:
+            raise LookupError("no running, ready pod left")
         self.pods.pop(pod.key)  # out of the regular load from now on
         for probe in ("Readiness", "Liveness"):
             await self._probe_event(pod, probe, lc.now())

@@ -30,7 +30,7 @@ def ratio(numerator: Iterable[float | None], denominator: Iterable[float | None]
     """Ratio of the medians, as 'N.N×'."""
     top = [v for v in numerator if v is not None]
     bottom = [v for v in denominator if v is not None]
-    if not top or not bottom or statistics.median(bottom) == 0:
+    if not top or not bottom or statistics.median(bottom) < 1e-3:
         return "-"
     return f"{statistics.median(top) / statistics.median(bottom):.1f}×"
 
@@ -92,7 +92,9 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
                 where,
                 f"lag {q}, ms",
                 items,
-                lambda i, c, q=q: None if c == "kube-state-metrics" else _ms(_dig(i, "lag", c, q)),
+                lambda i, c, q=q: (
+                    None if c == "kube-state-metrics" else _lag_ms(_dig(i, "lag", c, q))
+                ),
                 "{:.0f}",
                 ("operator", "raw watch"),
             )
@@ -230,6 +232,11 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
     return table
 
 
+def _lag_ms(value: float | None) -> float | None:
+    # A watch can deliver a change before the writer has read its own acknowledgement: 0.
+    return None if value is None else max(0.0, 1000 * value)
+
+
 def _ms(value: float | None) -> float | None:
     return None if value is None else 1000 * value
 
@@ -293,6 +300,24 @@ def plot_lag(results: dict[str, Any], path: Path) -> Path | None:
                 marker="o" if index == 1 else "x",
                 label=f"{consumer} (run {index})",
             )
+    size, rate = title.split(" pods, ")
+    missing = [
+        w["facts_missing"]
+        for w in results.get("windows") or []
+        if w["size"] == int(size) and f"{w['rate']:g}/s" == rate
+    ]
+    if any(missing):
+        ax.text(
+            0.01,
+            0.98,
+            "not shown: facts not in their record 5 s after the window "
+            + "("
+            + ", ".join(str(m) for m in missing)
+            + ")",
+            transform=ax.transAxes,
+            fontsize=8,
+            va="top",
+        )
     ax.set_yscale("log")
     ax.set_xlabel("seconds into the window")
     ax.set_ylabel("lag, ms (log)")

@@ -1,16 +1,21 @@
 """The benchmark's place in the cluster: CRD, kwok and its nodes, namespaces; and their removal.
 
 Everything the harness creates carries the label bench.podtrail.io/bench=<run id> (nodes,
-namespaces) so a crashed run's leftovers can be found and removed by the next one.
+namespaces) so a crashed run's leftovers can be found and removed by the next one. A run holds
+a Lease (default/podtrail-bench-<run id>) while it lives: another run waits for it to end, and
+never removes what a live run created.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from bench.kubeapi import ApiError, Kube
 from bench.lifecycle import SIM_KEY
@@ -135,14 +140,86 @@ async def delete_records(kube: Kube, namespaces: list[str]) -> None:
         await asyncio.sleep(0.5)
 
 
+LEASES = "/apis/coordination.k8s.io/v1/namespaces/default/leases"
+LEASE_SECONDS = 60
+
+
+def _lease_body(run_id: str) -> dict[str, Any]:
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": f"podtrail-bench-{run_id}", "labels": {BENCH_LABEL: run_id}},
+        "spec": {
+            "holderIdentity": f"podtrail-bench-{run_id}",
+            "leaseDurationSeconds": LEASE_SECONDS,
+            "renewTime": now,
+        },
+    }
+
+
+async def hold_lease(kube: Kube, run_id: str) -> None:
+    """Say this run is alive (a Lease renewed every 10 s) until cancelled, then drop it."""
+    try:
+        await kube.request("POST", LEASES, body=_lease_body(run_id), ok=(409,))
+        while True:
+            await asyncio.sleep(10)
+            with contextlib.suppress(ApiError, OSError):
+                await kube.request(
+                    "PATCH",
+                    f"{LEASES}/podtrail-bench-{run_id}",
+                    body={"spec": _lease_body(run_id)["spec"]},
+                    content_type="application/merge-patch+json",
+                )
+    finally:
+        with contextlib.suppress(Exception):
+            await kube.request("DELETE", f"{LEASES}/podtrail-bench-{run_id}", ok=(404,))
+
+
+async def live_runs(kube: Kube) -> set[str]:
+    """Runs of the benchmark whose lease is current (another run going on against this API)."""
+    leases = await kube.request("GET", LEASES, params={"labelSelector": BENCH_LABEL})
+    alive = set()
+    now = datetime.now(UTC)
+    for lease in leases.get("items") or []:
+        renewed = (lease.get("spec") or {}).get("renewTime")
+        run = (lease["metadata"].get("labels") or {}).get(BENCH_LABEL)
+        if not renewed or not run:
+            continue
+        when = datetime.fromisoformat(renewed.replace("Z", "+00:00"))
+        if (now - when).total_seconds() < LEASE_SECONDS:
+            alive.add(run)
+    return alive
+
+
+async def wait_for_other_runs(
+    kube: Kube, *, log: Callable[[str], None], timeout: float = 3600
+) -> None:
+    """Two runs at once would measure each other: wait until no other run is alive."""
+    deadline = time.monotonic() + timeout
+    said = False
+    while others := await live_runs(kube):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"another benchmark run is still going on: {sorted(others)}")
+        if not said:
+            log(f"another benchmark run is going on ({', '.join(sorted(others))}); waiting")
+            said = True
+        await asyncio.sleep(10)
+
+
 async def teardown(kube: Kube, run_id: str | None, *, log: Callable[[str], None]) -> None:
     """Remove the benchmark's namespaces (pods force-deleted first) and simulated nodes.
 
-    With run_id None, whatever any earlier run left behind.
+    With run_id None: what earlier runs left behind (never a run whose lease is current).
     """
     selector = f"{BENCH_LABEL}={run_id}" if run_id else BENCH_LABEL
+    spared = set() if run_id else await live_runs(kube)
+
+    def ours(obj: dict[str, Any]) -> bool:
+        return (obj["metadata"].get("labels") or {}).get(BENCH_LABEL) not in spared
+
     namespaces = await kube.request("GET", "/api/v1/namespaces", params={"labelSelector": selector})
-    names = [n["metadata"]["name"] for n in namespaces.get("items") or []]
+    names = [n["metadata"]["name"] for n in namespaces.get("items") or [] if ours(n)]
     for name in names:
         try:
             # Nothing plays a kubelet for these pods any more: remove them at once.
@@ -156,7 +233,8 @@ async def teardown(kube: Kube, run_id: str | None, *, log: Callable[[str], None]
         except ApiError as error:
             log(f"could not delete namespace {name}: {error}")
     nodes = await kube.request("GET", "/api/v1/nodes", params={"labelSelector": selector})
-    for node in nodes.get("items") or []:
+    nodes["items"] = [n for n in nodes.get("items") or [] if ours(n)]
+    for node in nodes["items"]:
         name = node["metadata"]["name"]
         await kube.request("DELETE", f"/api/v1/nodes/{name}", ok=(404,))
         await kube.request(
