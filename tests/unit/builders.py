@@ -63,16 +63,20 @@ def sidecar(name: str = "proxy") -> Json:
 
 
 def terminated_state(
-    exit_code: int, started: float, finished: float, reason: str | None = None
+    exit_code: int,
+    started: float,
+    finished: float,
+    reason: str | None = None,
+    run: str = "ab" * 32,
 ) -> Json:
-    """A state.terminated / lastState.terminated value."""
+    """A state.terminated / lastState.terminated value; `run` is the container ID's hex."""
     reason = reason or ("Completed" if exit_code == 0 else "Error")
     return {
         "exitCode": exit_code,
         "reason": reason,
         "startedAt": ts(started),
         "finishedAt": ts(finished),
-        "containerID": "containerd://" + "ab" * 32,
+        "containerID": "containerd://" + run,
     }
 
 
@@ -90,6 +94,9 @@ def _status(name: str, state: Json, **fields: Any) -> Json:
     started = fields.pop("started", None)
     if started is not None:
         status["started"] = started
+    run = fields.pop("run", None)
+    if run is not None:
+        status["containerID"] = "containerd://" + run
     assert not fields, fields
     return status
 
@@ -125,7 +132,8 @@ def terminated(
 ) -> Json:
     """A container status in state terminated."""
     fields.setdefault("started", False)
-    state = terminated_state(exit_code, started_at, finished_at, reason)
+    run = fields.get("run", "ab" * 32)
+    state = terminated_state(exit_code, started_at, finished_at, reason, run=run)
     return _status(name, {"terminated": state}, **fields)
 
 

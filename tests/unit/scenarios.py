@@ -514,6 +514,66 @@ def sidecars() -> Steps:
     ]
 
 
+def init_retried_within_a_second() -> Steps:
+    """An init container fails and succeeds on its immediate retry, both in the same second."""
+    inits = [container("first"), container("flaky")]
+    first = terminated("first", 0, 2, 3, run="1" * 64)
+    failed, passed = "2" * 64, "3" * 64
+
+    def initialising(flaky: dict[str, object], phase: str = "Pending") -> core.PodSeen:
+        return _pod(
+            phase=phase,
+            init_containers=inits,
+            conditions=_pending_conditions(),
+            init_statuses=[first, flaky],
+            statuses=[waiting("app", "PodInitializing")],
+        )
+
+    return [
+        initialising(running("flaky", 4, ready=False, run=failed)),
+        initialising(terminated("flaky", 1, 4, 4, run=failed)),
+        initialising(
+            running(
+                "flaky",
+                4,
+                ready=False,
+                restart_count=1,
+                last=terminated_state(1, 4, 4, run=failed),
+                run=passed,
+            )
+        ),
+        initialising(
+            terminated(
+                "flaky",
+                0,
+                4,
+                4,
+                restart_count=1,
+                last=terminated_state(1, 4, 4, run=failed),
+                run=passed,
+            )
+        ),
+        _pod(
+            phase="Running",
+            init_containers=inits,
+            conditions=running_conditions(),
+            init_statuses=[
+                first,
+                terminated(
+                    "flaky",
+                    0,
+                    4,
+                    4,
+                    restart_count=1,
+                    last=terminated_state(1, 4, 4, run=failed),
+                    run=passed,
+                ),
+            ],
+            statuses=[running(started_at=10)],
+        ),
+    ]
+
+
 def image_pull_failure() -> Steps:
     """An image that cannot be pulled."""
     return [
@@ -613,6 +673,7 @@ SCENARIOS: dict[str, Callable[[], Steps]] = {
     "unschedulable": unschedulable,
     "job_succeeded": job_succeeded,
     "sidecars": sidecars,
+    "init_retried_within_a_second": init_retried_within_a_second,
     "image_pull_failure": image_pull_failure,
     "recreated": recreated,
 }

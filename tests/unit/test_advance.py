@@ -28,6 +28,7 @@ from .scenarios import SCENARIOS, play
         ("unschedulable", "Deleted"),
         ("job_succeeded", "Succeeded"),
         ("sidecars", "GracefulShutdown"),
+        ("init_retried_within_a_second", None),
         ("image_pull_failure", "DeletedUnobserved"),
         ("recreated", None),
     ],
@@ -106,6 +107,20 @@ def test_summary_counters_for_printer_columns() -> None:
     assert crash["summary"]["restarts"] == 5
     restarted = [e for e in crash["timeline"] if e["type"] == "ContainerRestarted"]
     assert len(restarted) == 1 and restarted[0]["count"] == 5
+
+
+@pytest.mark.parametrize("seen", ["every step", "first and last only"])
+def test_two_runs_in_one_second_are_two_runs(seen: str) -> None:
+    steps = SCENARIOS["init_retried_within_a_second"]()
+    status, _ = play(steps if seen == "every step" else [steps[0], steps[-1]])
+    flaky = [e for e in status["timeline"] if e.get("container") == "flaky"]
+    assert [e["type"] for e in flaky if e["type"] == "ContainerStarted"] == ["ContainerStarted"] * 2
+    ends = [e["exitCode"] for e in flaky if e["type"] == "ContainerTerminated"]
+    assert sorted(ends) == [0, 1]
+    assert status["summary"]["init"] == "2/2"
+    tiny = core.Limits(max_timeline_entries=1)
+    capped, _ = play(steps, limits=tiny)
+    assert core.advance(capped, steps[-1], now=at(9999), limits=tiny).facts == ()
 
 
 def test_probe_counters_sum_event_counts_once() -> None:

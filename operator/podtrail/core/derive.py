@@ -306,24 +306,27 @@ def _container_facts(
     msg = limits.message_cap()
     facts: list[Fact] = []
 
-    known_start = old.started_at if old else None
-    starts = sorted(
-        {t for t in (c.last_ended.started_at if c.last_ended else None, c.started_at) if t}
-    )
-    for start in starts:
-        if known_start is not None and start <= known_start:
-            continue
+    # Kubernetes keeps whole seconds and restarts a failing init container at once: two runs
+    # can share a start and an end time. The run id (from the container ID) tells them apart.
+    current_run = c.ended.run_id if c.ended is not None else c.run_id
+    last = c.last_ended
+    starts = [(last.started_at, last.run_id)] if last else []
+    starts.append((c.started_at, current_run))
+    known = (old.started_at, old.started_run) if old else (None, None)
+    for start, run in _new_runs(starts, *known):
         fact_type = (
             FactType.SIDECAR_STARTED
             if c.kind == ContainerKind.SIDECAR
             else FactType.CONTAINER_STARTED
         )
         suffix = (
-            f" (restart {c.restart_count})" if c.restart_count and start == c.started_at else ""
+            f" (restart {c.restart_count})"
+            if c.restart_count and (start, run) == (c.started_at, current_run)
+            else ""
         )
         facts.append(
             Fact(
-                key=make_key(uid, c.name, "started", start),
+                key=make_key(uid, c.name, "started", start, run),
                 type=fact_type,
                 time=start,
                 summary=f"{_cap(label)} started{suffix}",
@@ -333,20 +336,10 @@ def _container_facts(
             )
         )
 
-    known_end = old.finished_at if old else None
-    ends = sorted(
-        (e for e in (c.last_ended, c.ended) if e is not None and e.finished_at is not None),
-        key=lambda e: e.finished_at or now,
-    )
-    seen_ends: set[datetime] = set()
-    for end in ends:
-        assert end.finished_at is not None
-        if end.finished_at in seen_ends:
-            continue
-        seen_ends.add(end.finished_at)
-        if known_end is not None and end.finished_at <= known_end:
-            continue
-        facts.append(_end_fact(pod, c, end, uid, window, label, limits))
+    ended = {(e.finished_at, e.run_id): e for e in (last, c.ended) if e is not None}
+    known = (old.finished_at, old.finished_run) if old else (None, None)
+    for finished, run in _new_runs(list(ended), *known):
+        facts.append(_end_fact(pod, c, ended[finished, run], uid, window, label, limits))
     if (
         c.ended is not None
         and c.ended.finished_at is None
@@ -429,6 +422,28 @@ def _container_facts(
     return facts
 
 
+def _new_runs(
+    runs: list[tuple[datetime | None, str | None]],
+    known_time: datetime | None,
+    known_run: str | None,
+) -> list[tuple[datetime, str | None]]:
+    """The runs (oldest first, as the pod lists them) not yet in the record.
+
+    A run is known when its time is before the known one, or equal to it with the same or an
+    unknown id; every run before the known run is known too.
+    """
+    fresh: list[tuple[datetime, str | None]] = []
+    for time, run in runs:
+        if time is None or any(t == time and (run is None or r in (None, run)) for t, r in fresh):
+            continue
+        if known_time is not None and time <= known_time:
+            if time < known_time or run is None or known_run is None or run == known_run:
+                fresh.clear()
+                continue
+        fresh.append((time, run))
+    return fresh
+
+
 def _ready_fact(pod: PodSeen, c: ContainerSeen, uid: str, label: str, now: datetime) -> Fact:
     cond = next((x for x in pod.conditions if x.type == "ContainersReady"), None)
     time, source = now, Source.OBSERVED
@@ -472,6 +487,7 @@ def _end_fact(
     time = end.finished_at or (fallback[0] if fallback else None)
     assert time is not None
     ident: object = end.finished_at if end.finished_at else f"run{fallback[1] if fallback else 0}"
+    run = end.run_id if end.finished_at else None
     code = end.exit_code
     code_text = f"exit {code}" if code is not None else "exit code unknown"
     if end.reason:
@@ -510,7 +526,7 @@ def _end_fact(
                     f"{_cap(label)} terminated after the deletion request: {code_text} at {timing}"
                 )
     return Fact(
-        key=make_key(uid, c.name, "terminated", ident),
+        key=make_key(uid, c.name, "terminated", ident, run),
         type=fact_type,
         time=time,
         summary=summary,

@@ -58,6 +58,8 @@ class ContainerRecord:
     last_exit_code: int | None = None
     last_reason: str | None = None
     pre_stop: bool = False
+    started_run: str | None = None
+    finished_run: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

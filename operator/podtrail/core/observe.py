@@ -24,6 +24,7 @@ MAX_CONTAINERS = 64
 MAX_CONDITIONS = 32
 MAX_COUNT = 1_000_000_000
 MAX_GRACE = 10 * 366 * 24 * 3600
+RUN_ID_LENGTH = 12
 
 
 # --- The raw shapes read (only the fields podtrail uses; all optional) --------------------
@@ -132,6 +133,7 @@ class RunEnd:
     message: str | None
     started_at: datetime | None
     finished_at: datetime | None
+    run_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +154,7 @@ class ContainerSeen:
     pre_stop: bool
     startup_probe: bool
     has_status: bool
+    run_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,7 +267,20 @@ def _run_end(raw: object) -> RunEnd | None:
         message=_str(data.get("message"), MAX_TEXT),
         started_at=parse_time(data.get("startedAt")),
         finished_at=parse_time(data.get("finishedAt")),
+        run_id=run_id_of(data.get("containerID")),
     )
+
+
+def run_id_of(container_id: object) -> str | None:
+    """A short id of one container run (`containerd://3f2a…` → `3f2a…`, 12 characters).
+
+    Two runs of one container can start and end within the same second, which is all the
+    precision Kubernetes keeps; the runtime's container ID tells them apart.
+    """
+    text = _str(container_id, MAX_TEXT)
+    if text is None:
+        return None
+    return text.rpartition("://")[2][:RUN_ID_LENGTH] or None
 
 
 def _container(
@@ -304,6 +320,7 @@ def _container(
         pre_stop=bool(_map(lifecycle.get("preStop"))),
         startup_probe=bool(_map(spec.get("startupProbe"))),
         has_status=bool(status),
+        run_id=run_id_of(status.get("containerID")),
     )
 
 

@@ -143,15 +143,23 @@ def _absorb_container(old: ContainerRecord | None, c: ContainerSeen) -> Containe
     base = old or ContainerRecord(name=c.name, kind=str(c.kind))
     if not c.has_status:
         return replace(base, kind=str(c.kind), pre_stop=c.pre_stop)
-    started_at = base.started_at
-    for start in (c.last_ended.started_at if c.last_ended else None, c.started_at):
-        started_at = later(started_at, start)
-    finished_at, exit_code, reason = base.finished_at, base.last_exit_code, base.last_reason
-    for end in (c.last_ended, c.ended):
+    current_run = c.ended.run_id if c.ended is not None else c.run_id
+    started_at, started_run = base.started_at, base.started_run
+    last = c.last_ended
+    for start, run in (
+        (last.started_at, last.run_id) if last else (None, None),
+        (c.started_at, current_run),
+    ):
+        if start is not None and (started_at is None or start >= started_at):
+            started_at, started_run = start, run
+    finished_at, finished_run = base.finished_at, base.finished_run
+    exit_code, reason = base.last_exit_code, base.last_reason
+    for end in (last, c.ended):
         if end is None:
             continue
         if end.finished_at is None or finished_at is None or end.finished_at >= finished_at:
             finished_at = end.finished_at or finished_at
+            finished_run = end.run_id if end.finished_at else finished_run
             exit_code, reason = end.exit_code, end.reason
     return ContainerRecord(
         name=c.name,
@@ -166,6 +174,8 @@ def _absorb_container(old: ContainerRecord | None, c: ContainerSeen) -> Containe
         last_exit_code=exit_code,
         last_reason=reason,
         pre_stop=c.pre_stop,
+        started_run=started_run,
+        finished_run=finished_run,
     )
 
 

@@ -33,6 +33,7 @@ from .model import (
     Removal,
     SeenEvent,
 )
+from .observe import RUN_ID_LENGTH
 
 MAX_NAME = 253
 MAX_REASON = 128
@@ -132,6 +133,8 @@ def _container(raw: Mapping[str, Any]) -> ContainerRecord | None:
         last_exit_code=_int(raw.get("lastExitCode")),
         last_reason=_str(raw.get("lastReason"), MAX_REASON),
         pre_stop=_bool(raw.get("preStop")) is True,
+        started_run=_str(raw.get("startedRun"), RUN_ID_LENGTH),
+        finished_run=_str(raw.get("finishedRun"), RUN_ID_LENGTH),
     )
 
 
@@ -348,6 +351,8 @@ def _render_container(c: ContainerRecord) -> dict[str, Any]:
             "startedAt": _t(c.started_at),
             "finishedAt": _t(c.finished_at),
             "preStop": c.pre_stop,
+            "startedRun": c.started_run,
+            "finishedRun": c.finished_run,
         }
     )
 
