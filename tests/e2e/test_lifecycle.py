@@ -139,8 +139,10 @@ def test_succeeded_pod(outcome: Any) -> None:
     assert terminated["source"] == "status"
     phases = [(e.get("fromPhase"), e.get("toPhase")) for e in entries(outcome, "PhaseChanged")]
     assert phases[-1][1] == "Succeeded"
-    for kind in ("Created", "Scheduled", "SandboxReady", "ContainerStarted"):
-        assert entries(outcome, kind), kind
+    # No SandboxReady here: a pod this short may be reported only once its sandbox is gone
+    # (docs/facts.md); the long-running pods' tests require it.
+    for kind in ("Created", "Scheduled", "ContainerStarted"):
+        entry(outcome, kind)
     assert "podtrail.local/testbox:1" in entry(outcome, "ImagePulled", "app")["summary"]
     assert entry(outcome, "ContainerWaiting", "app")["reason"] == "ContainerCreating"
     conditions = {(e["summary"], e["source"]) for e in entries(outcome, "ConditionChanged")}
@@ -208,6 +210,8 @@ def test_native_sidecar_started_and_ready(outcome: Any) -> None:
     assert parse_time(started["time"]) <= parse_time(ready["time"]) + slack
     kinds = {c["name"]: c["kind"] for c in outcome["status"]["containers"]}
     assert kinds == {"proxy": "sidecar", "app": "app"}
+    sandbox = entry(outcome, "SandboxReady")
+    assert parse_time(sandbox["time"]) <= parse_time(started["time"])
 
 
 @plays(probes)
