@@ -185,6 +185,7 @@ async def test_terminal_facts_are_written_at_once(
     writer.submit(core.observe_pod(running_pod()))
     await asyncio.sleep(0.3)
     assert "status" not in store.calls, "a 30 s window holds the running pod back"
+    assert writer.pending_count() == 1
     writer.submit(core.PodGone(NS, NAME, b.UID, clock(), True))
     await settle(writer, 0.3)
     assert (store.status().get("times") or {}).get("deleted")

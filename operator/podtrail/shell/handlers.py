@@ -1,8 +1,9 @@
 """Kopf handlers and the operator's composition root.
 
-Pods are read with `on.event` only: no handler here writes to a pod (no annotations, no
-finalizers). Events and EndpointSlices come through the operator's own watches, started at
-start-up; records are written by the RecordWriter alone.
+Nothing here writes to a pod (no annotations, no finalizers). Kopf logs in, starts and stops
+the operator, follows namespaces and serves the liveness probe. The hot streams (pods, Events
+about pods, EndpointSlices, and records, whose every write comes back through a watch) are the
+operator's own watches, started at start-up; records are written by the RecordWriter alone.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from podtrail.shell.streams import (
     follow_endpoint_slices,
     follow_pod_events,
     follow_pods,
+    follow_records,
 )
 from podtrail.shell.sweep import sweep_forever
 
@@ -107,11 +109,6 @@ def build_registry(settings: PodtrailSettings, metrics: Metrics) -> kopf.Operato
             runtime: Runtime = memo.runtime
             await runtime.intake.pod(raw, deleted=event.get("type") == "DELETED")
 
-    @kopf.on.event(kube_module.GROUP, kube_module.VERSION, kube_module.PLURAL, registry=registry)
-    async def record_changed(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-        raw = cast(dict[str, Any], event["object"])
-        await observe_record(memo.runtime, raw, deleted=event.get("type") == "DELETED")
-
     @kopf.on.probe(id="pending", registry=registry)
     def pending(memo: kopf.Memo, **_: Any) -> int:
         runtime: Runtime = memo.runtime
@@ -176,7 +173,7 @@ async def _start_runtime(settings: PodtrailSettings, metrics: Metrics) -> Runtim
     intake = PodIntake(kube, scope, writer, held, metrics)
     runtime = Runtime(settings, kube, scope, writer, held, metrics, intake)
     try:
-        await _catch_up(runtime)
+        listings = await _catch_up(runtime)
     except BaseException:
         await kube.close()
         raise
@@ -187,6 +184,16 @@ async def _start_runtime(settings: PodtrailSettings, metrics: Metrics) -> Runtim
     async def take_pod(raw: dict[str, Any], deleted: bool) -> None:
         await intake.pod(raw, deleted=deleted)
 
+    async def take_record(raw: dict[str, Any], deleted: bool) -> None:
+        await observe_record(runtime, raw, deleted=deleted)
+
+    for namespace, listed in listings.items():
+        runtime.tasks.append(
+            asyncio.create_task(
+                follow_records(kube, namespace, listed, take_record, metrics),
+                name=f"records-{namespace or 'all'}",
+            )
+        )
     for namespace in _watched_namespaces(settings):
         if settings.pod_stream == "own":
             runtime.tasks.append(
@@ -219,24 +226,28 @@ async def _start_runtime(settings: PodtrailSettings, metrics: Metrics) -> Runtim
     return runtime
 
 
-async def _catch_up(runtime: Runtime) -> None:
+async def _catch_up(runtime: Runtime) -> dict[str | None, tuple[list[dict[str, Any]], str]]:
     """Load every record; close those whose pod vanished while the operator was away.
 
-    With the operator's own pod stream, its first listing closes them instead.
+    With the operator's own pod stream, its first listing closes them instead. Returns the
+    listings, from which the records' watches go on.
     """
     live: set[str] = set()
+    listings: dict[str | None, tuple[list[dict[str, Any]], str]] = {}
     for namespace in _watched_namespaces(runtime.settings):
-        for record in await runtime.kube.list_records(namespace):
+        listings[namespace] = await runtime.kube.list_records(namespace)
+        for record in listings[namespace][0]:
             runtime.writer.adopt(record)
         if runtime.settings.pod_stream == "kopf":
             live.update(uid for _, _, uid in await runtime.kube.list_pod_identities(namespace))
     if runtime.settings.pod_stream != "kopf":
-        return
+        return listings
     now = _now()
     for state in runtime.writer.records():
         uid = state.stored.pod_uid
         if uid is not None and uid not in live and state.pod_gone_at is None:
             runtime.writer.submit(core.PodGone(state.namespace, state.name, uid, now, False))
+    return listings
 
 
 async def _stop_runtime(runtime: Runtime) -> None:

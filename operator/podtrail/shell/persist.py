@@ -140,6 +140,7 @@ class RecordWriter:
         self._wakeup = asyncio.Event()
         self._slots = asyncio.Semaphore(concurrency)
         self._in_flight: dict[RecordKey, asyncio.Task[None]] = {}
+        self._unwritten: set[RecordKey] = set()  # records with pending observations
 
     # --- what the handlers call ----------------------------------------------------------------
 
@@ -195,6 +196,7 @@ class RecordWriter:
             return ()
         state.record = step.record
         state.pending.append(_Pending(observation, received_at, self._monotonic()))
+        self._unwritten.add(key)
         for fact in step.facts:
             self._metrics.facts.labels(type=fact.type).inc()
             log.info("fact", namespace=key[0], pod=key[1], **fact.as_log())
@@ -230,7 +232,7 @@ class RecordWriter:
 
     def pending_count(self) -> int:
         """Records with unwritten facts."""
-        return sum(1 for state in self._records.values() if state.pending)
+        return len(self._unwritten)
 
     def _schedule(self, state: RecordState, *, immediately: bool) -> None:
         due = self._monotonic() + (0.0 if immediately else self._window)
@@ -265,6 +267,7 @@ class RecordWriter:
                 # Its namespace is being deleted: so would the record be. Nothing to keep.
                 self._metrics.writes.labels(kind="create", result="namespace-gone").inc()
                 self._records.pop(key, None)
+                self._unwritten.discard(key)
                 self._metrics.records.set(len(self._records))
             except Exception as error:  # keep the facts; try again after a window
                 self._metrics.writes.labels(kind="status", result="error").inc()
@@ -321,6 +324,8 @@ class RecordWriter:
         del state.pending[:written]
         if state.pending:
             self._schedule(state, immediately=False)
+        else:
+            self._unwritten.discard(state.key)
 
     def _count_settled(self, state: RecordState, status: Mapping[str, Any]) -> None:
         """Outcomes and lifecycle durations newly in the stored status, counted once."""

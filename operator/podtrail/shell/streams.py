@@ -1,4 +1,4 @@
-"""The operator's own watches: Events about pods (filtered server-side) and EndpointSlices."""
+"""The operator's own watches: pods, Events about pods, EndpointSlices, records."""
 
 from __future__ import annotations
 
@@ -179,3 +179,26 @@ async def follow_pods(
             missing(namespace, uids)
         elif item.obj is not None:
             await take(item.obj, item.kind == "DELETED")
+
+
+async def follow_records(
+    kube: Kube,
+    namespace: str | None,
+    listed: tuple[list[dict[str, Any]], str],
+    take: Callable[[dict[str, Any], bool], Awaitable[None]],
+    metrics: Metrics,
+) -> None:
+    """Every record change after the start-up listing: users' records, spec edits, deletions.
+
+    A listing after 410 Gone is taken record by record; a record deleted while the watch was
+    gone stays known until a write finds it missing (and creates it again if its pod lives).
+    """
+
+    def restarted(cause: str) -> None:
+        metrics.stream_restarts.labels(stream="records", cause=cause).inc()
+
+    async for item in kube.records(namespace, restarted, listed):
+        for raw in _objects(item):
+            await take(raw, False)
+        if item.kind == "DELETED" and item.obj is not None:
+            await take(item.obj, True)
