@@ -210,8 +210,8 @@ def test_native_sidecar_started_and_ready(outcome: Any) -> None:
     assert parse_time(started["time"]) <= parse_time(ready["time"]) + slack
     kinds = {c["name"]: c["kind"] for c in outcome["status"]["containers"]}
     assert kinds == {"proxy": "sidecar", "app": "app"}
-    sandbox = entry(outcome, "SandboxReady")
-    assert parse_time(sandbox["time"]) <= parse_time(started["time"])
+    # Its time is the kubelet's status sync, which may come after the first start (docs/facts.md).
+    entry(outcome, "SandboxReady")
 
 
 @plays(probes)
