@@ -173,7 +173,7 @@ async def _start_runtime(settings: PodtrailSettings, metrics: Metrics) -> Runtim
     intake = PodIntake(kube, scope, writer, held, metrics)
     runtime = Runtime(settings, kube, scope, writer, held, metrics, intake)
     try:
-        listings = await _catch_up(runtime)
+        versions = await _catch_up(runtime)
     except BaseException:
         await kube.close()
         raise
@@ -187,10 +187,10 @@ async def _start_runtime(settings: PodtrailSettings, metrics: Metrics) -> Runtim
     async def take_record(raw: dict[str, Any], deleted: bool) -> None:
         await observe_record(runtime, raw, deleted=deleted)
 
-    for namespace, listed in listings.items():
+    for namespace, version in versions.items():
         runtime.tasks.append(
             asyncio.create_task(
-                follow_records(kube, namespace, listed, take_record, metrics),
+                follow_records(kube, namespace, version, take_record, metrics),
                 name=f"records-{namespace or 'all'}",
             )
         )
@@ -226,28 +226,29 @@ async def _start_runtime(settings: PodtrailSettings, metrics: Metrics) -> Runtim
     return runtime
 
 
-async def _catch_up(runtime: Runtime) -> dict[str | None, tuple[list[dict[str, Any]], str]]:
+async def _catch_up(runtime: Runtime) -> dict[str | None, str]:
     """Load every record; close those whose pod vanished while the operator was away.
 
     With the operator's own pod stream, its first listing closes them instead. Returns the
-    listings, from which the records' watches go on.
+    listings' versions, from which the records' watches go on.
     """
     live: set[str] = set()
-    listings: dict[str | None, tuple[list[dict[str, Any]], str]] = {}
+    versions: dict[str | None, str] = {}
     for namespace in _watched_namespaces(runtime.settings):
-        listings[namespace] = await runtime.kube.list_records(namespace)
-        for record in listings[namespace][0]:
-            runtime.writer.adopt(record)
+        async for page in runtime.kube.record_pages(namespace):
+            for record in page.items:
+                runtime.writer.adopt(record)
+            versions[namespace] = page.version or ""
         if runtime.settings.pod_stream == "kopf":
             live.update(uid for _, _, uid in await runtime.kube.list_pod_identities(namespace))
     if runtime.settings.pod_stream != "kopf":
-        return listings
+        return versions
     now = _now()
     for state in runtime.writer.records():
         uid = state.stored.pod_uid
         if uid is not None and uid not in live and state.pod_gone_at is None:
             runtime.writer.submit(core.PodGone(state.namespace, state.name, uid, now, False))
-    return listings
+    return versions
 
 
 async def _stop_runtime(runtime: Runtime) -> None:

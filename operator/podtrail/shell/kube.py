@@ -63,13 +63,22 @@ def _translate(error: ApiException) -> Exception:
 class StreamItem:
     """One step of a list-then-watch stream.
 
-    `kind` is "SYNC" (a full listing in `items`, after start or a 410 Gone) or a watch event type
-    (ADDED, MODIFIED, DELETED) with its object in `obj`.
+    `kind` is a step of a listing (at start and after 410 Gone): "LISTING" (a listing begins:
+    forget what the last one gathered), "LISTED" (one page, in `items`), "SYNCED" (the listing is
+    complete); or a watch event type (ADDED, MODIFIED, DELETED) with its object in `obj`.
     """
 
     kind: str
     obj: Raw | None = None
     items: tuple[Raw, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a listing; `version` (the listing's resourceVersion) is on the last one."""
+
+    items: list[Raw]
+    version: str | None
 
 
 class Kube:
@@ -104,10 +113,15 @@ class Kube:
 
     # --- records -------------------------------------------------------------------------------
 
-    async def list_records(self, namespace: str | None = None) -> tuple[list[Raw], str]:
-        """Every record, all namespaces or one, read page by page; and the listing's version."""
+    async def record_pages(self, namespace: str | None = None) -> AsyncIterator[Page]:
+        """Every record, all namespaces or one, a page at a time.
+
+        The last page carries the listing's version. The operator never holds every record's
+        JSON at once.
+        """
         try:
-            return await _list_pages(self._records_call(namespace))
+            async for page in _pages(self._records_call(namespace)):
+                yield page
         except (ApiException, json.JSONDecodeError) as error:
             if isinstance(error, json.JSONDecodeError) or error.status == 404:
                 raise KubeError(
@@ -227,7 +241,7 @@ class Kube:
             call = _partial(self._core.list_pod_for_all_namespaces)
         else:
             call = _partial(self._core.list_namespaced_pod, namespace)
-        items, _ = await _list_pages(call, metadata_only=True)
+        items = await _list_pages(call, metadata_only=True)
         identities = set()
         for item in items:
             meta = item.get("metadata") or {}
@@ -245,8 +259,7 @@ class Kube:
 
     async def list_namespaces(self) -> list[Raw]:
         """Every namespace, as metadata only."""
-        items, _ = await _list_pages(_partial(self._core.list_namespace), metadata_only=True)
-        return items
+        return await _list_pages(_partial(self._core.list_namespace), metadata_only=True)
 
     # --- streams -------------------------------------------------------------------------------
 
@@ -262,17 +275,14 @@ class Kube:
         return _list_then_watch(call, on_restart)
 
     def records(
-        self,
-        namespace: str | None,
-        on_restart: Callable[[str], None],
-        listed: tuple[list[Raw], str],
+        self, namespace: str | None, on_restart: Callable[[str], None], since: str
     ) -> AsyncIterator[StreamItem]:
-        """Records, going on from a listing already taken.
+        """Records, watched from the version of a listing already taken.
 
         Every status write comes back through this watch, so it stays out of Kopf, whose
         per-event processing cost more than the write itself.
         """
-        return _list_then_watch(self._records_call(namespace), on_restart, listed)
+        return _list_then_watch(self._records_call(namespace), on_restart, since or None)
 
     def pods(
         self, namespace: str | None, on_restart: Callable[[str], None]
@@ -347,9 +357,8 @@ async def _json(pending: Awaitable[Any]) -> Raw:
     return data
 
 
-async def _list_pages(call: Call, *, metadata_only: bool = False) -> tuple[list[Raw], str]:
-    """A full listing in pages, so no single response holds every object at once."""
-    items: list[Raw] = []
+async def _pages(call: Call, *, metadata_only: bool = False) -> AsyncIterator[Page]:
+    """A full listing, one page at a time: no response, and no list, holds every object."""
     token: str | None = None
     headers = (
         {"Accept": "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io"}
@@ -363,32 +372,41 @@ async def _list_pages(call: Call, *, metadata_only: bool = False) -> tuple[list[
         if headers:
             kwargs["_headers"] = headers
         page = await _json(call(**kwargs))
-        items.extend(page.get("items") or [])
         meta = page.get("metadata") or {}
         token = meta.get("continue") or None
+        yield Page(
+            page.get("items") or [], None if token else str(meta.get("resourceVersion") or "")
+        )
         if not token:
-            return items, str(meta.get("resourceVersion") or "")
+            return
+
+
+async def _list_pages(call: Call, *, metadata_only: bool = False) -> list[Raw]:
+    """A whole listing of something small (namespaces, metadata only)."""
+    items: list[Raw] = []
+    async for page in _pages(call, metadata_only=metadata_only):
+        items.extend(page.items)
+    return items
 
 
 async def _list_then_watch(
-    call: Call,
-    on_restart: Callable[[str], None],
-    listed: tuple[list[Raw], str] | None = None,
+    call: Call, on_restart: Callable[[str], None], since: str | None = None
 ) -> AsyncIterator[StreamItem]:
-    """List (or start from a listing taken), then watch from the listing's version.
+    """List page by page (unless told where to start), then watch from the listing's version.
 
-    Re-lists after 410 Gone; never gives up.
+    A listing is LISTING, its pages as LISTED, then SYNCED. Re-lists after 410 Gone; never
+    gives up.
     """
-    version: str | None = None
-    if listed is not None:
-        version = listed[1] or None
-        yield StreamItem("SYNC", items=tuple(listed[0]))
+    version = since
     backoff = 0.5
     while True:
         try:
             if version is None:
-                items, version = await _list_pages(call)
-                yield StreamItem("SYNC", items=tuple(items))
+                yield StreamItem("LISTING")
+                async for page in _pages(call):
+                    yield StreamItem("LISTED", items=tuple(page.items))
+                    version = page.version or version
+                yield StreamItem("SYNCED")
             response: aiohttp.ClientResponse = await call(
                 watch=True,
                 resource_version=version,

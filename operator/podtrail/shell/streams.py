@@ -92,7 +92,7 @@ async def follow_pod_events(
 
 
 def _objects(item: StreamItem) -> tuple[dict[str, Any], ...]:
-    if item.kind == "SYNC":
+    if item.kind == "LISTED":
         return item.items
     if item.kind in {"ADDED", "MODIFIED"} and item.obj is not None:
         return (item.obj,)
@@ -133,18 +133,21 @@ async def follow_endpoint_slices(
             if writer.get(observation.namespace, observation.pod_name) is not None:
                 writer.submit(observation)
 
+    listed: dict[str, dict[str, Any]] = {}
     async for item in kube.endpoint_slices(namespace, restarted):
-        if item.kind == "SYNC":
+        if item.kind == "LISTING":
             listed = {}
+        elif item.kind == "LISTED":
             for raw in item.items:
                 slim = _slim_slice(raw)
                 listed[str(slim["metadata"]["uid"])] = slim
+        elif item.kind == "SYNCED":
             for uid, old in list(known.items()):
                 if uid not in listed:
                     changed(old, None)
             for uid, new in listed.items():
                 changed(known.get(uid), new)
-            known = listed
+            known, listed = listed, {}
         elif item.obj is not None:
             slim = _slim_slice(item.obj)
             uid = str(slim["metadata"]["uid"])
@@ -171,12 +174,17 @@ async def follow_pods(
     def restarted(cause: str) -> None:
         metrics.stream_restarts.labels(stream="pods", cause=cause).inc()
 
+    uids: list[str] = []
     async for item in kube.pods(namespace, restarted):
-        if item.kind == "SYNC":
+        if item.kind == "LISTING":
+            uids = []
+        elif item.kind == "LISTED":
             for raw in item.items:
+                uids.append(str((raw.get("metadata") or {}).get("uid")))
                 await take(raw, False)
-            uids = [str((raw.get("metadata") or {}).get("uid")) for raw in item.items]
+        elif item.kind == "SYNCED":
             missing(namespace, uids)
+            uids = []
         elif item.obj is not None:
             await take(item.obj, item.kind == "DELETED")
 
@@ -184,7 +192,7 @@ async def follow_pods(
 async def follow_records(
     kube: Kube,
     namespace: str | None,
-    listed: tuple[list[dict[str, Any]], str],
+    since: str,
     take: Callable[[dict[str, Any], bool], Awaitable[None]],
     metrics: Metrics,
 ) -> None:
@@ -197,7 +205,7 @@ async def follow_records(
     def restarted(cause: str) -> None:
         metrics.stream_restarts.labels(stream="records", cause=cause).inc()
 
-    async for item in kube.records(namespace, restarted, listed):
+    async for item in kube.records(namespace, restarted, since):
         for raw in _objects(item):
             await take(raw, False)
         if item.kind == "DELETED" and item.obj is not None:
