@@ -108,22 +108,27 @@ async def retention(h: Harness) -> Any:
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "PodLifecycleRecord",
             "metadata": {"name": "brief"},
-            "spec": {"podName": "brief", "ttlSecondsAfterPodDeletion": 4},
+            "spec": {"podName": "brief", "ttlSecondsAfterPodDeletion": 6},
         },
     )
     await h.kube.create_pod(namespace, pod("brief", container("app", "echo bye"), restart="Never"))
     await h.kube.create_pod(namespace, pod("kept", container("app", "echo bye"), restart="Never"))
     for name in ("brief", "kept"):
         await h.kube.wait_record(namespace, name, has_phase("Succeeded"))
-        await h.kube.delete_pod(namespace, name)
+    # Catch brief's record between its pod's removal and its own retention's end.
+    await h.kube.delete_pod(namespace, "brief")
     gone = await h.kube.wait_record(
         namespace, "brief", lambda r: bool((status_of(r).get("times") or {}).get("deleted"))
     )
+    await h.kube.delete_pod(namespace, "kept")
     for _ in range(60):
         if await h.kube.record(namespace, "brief") is None:
             break
         await asyncio.sleep(0.5)
-    await asyncio.sleep(5)
+    await h.kube.wait_record(
+        namespace, "kept", lambda r: bool((status_of(r).get("times") or {}).get("deleted"))
+    )
+    await asyncio.sleep(5)  # brief's record stays gone: nothing brings it back
     return gone, await h.kube.record(namespace, "brief"), await h.kube.record(namespace, "kept")
 
 
@@ -192,7 +197,7 @@ def test_records_outlive_pods_until_their_retention(outcome: Any) -> None:
     gone, brief_after, kept_after = outcome
     assert gone["status"]["outcome"] == "Succeeded"
     assert entries(gone, "PodDeleted")
-    assert brief_after is None, "removed once its own 4 s retention passed"
+    assert brief_after is None, "removed once its own 6 s retention passed"
     assert kept_after is not None, "kept under the operator's 24 h default"
     assert kept_after["status"]["times"]["deleted"]
 
