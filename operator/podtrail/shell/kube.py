@@ -44,6 +44,28 @@ class AlreadyExistsError(KubeError):
     """The object exists already (HTTP 409 on create)."""
 
 
+_TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+def retry_after(error: BaseException) -> float | None:
+    """The seconds a server asked the client to wait (a Retry-After header), if it said so."""
+    headers = getattr(error, "headers", None)
+    if not headers:
+        return None
+    value = headers.get("Retry-After")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except (TypeError, ValueError):
+        return None  # an HTTP date: rare from an API server, treated as no hint
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether trying again later may work: throttling, server errors, time-outs, lost sockets."""
+    if isinstance(error, ApiException):
+        return error.status in _TRANSIENT_STATUSES or error.status == 0
+    return isinstance(error, aiohttp.ClientError | TimeoutError | ConnectionError)
+
+
 def _body_text(error: ApiException) -> str:
     raw: object = error.body
     return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw or "")
@@ -350,6 +372,7 @@ async def _json(pending: Awaitable[Any]) -> Raw:
         # A raw (unpreloaded) response is not checked by the client library: do it here.
         error = ApiException(status=response.status, reason=response.reason)
         error.body = payload
+        error.headers = response.headers
         raise error
     data = json.loads(payload)
     if not isinstance(data, dict):
