@@ -15,9 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,6 +25,7 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client, config
 from tests.e2e.support import Kube
+from tests.support.operator import OperatorProcess
 
 REPO = Path(__file__).resolve().parents[2]
 Scenario = Callable[["Harness"], Awaitable[Any]]
@@ -38,73 +37,6 @@ def plays(scenario: Scenario, *, exclusive: bool = False) -> pytest.MarkDecorato
     """Mark a test as asserting on what `scenario` returns (run concurrently with the others)."""
     # with_args: a lone callable given to a mark would be taken as the function to decorate.
     return pytest.mark.scenario.with_args(scenario, exclusive=exclusive)
-
-
-class OperatorProcess:
-    """The operator run from the working tree, as `make run` does, with short test intervals."""
-
-    def __init__(self, kubeconfig: str, log_dir: Path) -> None:
-        self.kubeconfig = kubeconfig
-        self.log_path = log_dir / "operator.log"
-        self.process: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    async def start(self) -> None:
-        self.starts += 1
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "podtrail",
-                "--kubeconfig",
-                self.kubeconfig,
-                "--log-format",
-                "json",
-                "--coalesce-seconds",
-                "0.5",
-                "--sweep-seconds",
-                "2",
-                "--health-port",
-                "18080",
-                "--metrics-port",
-                "19090",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-        )
-        log.close()
-        await self.wait_started(self.starts)
-
-    async def wait_started(self, times: int) -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the operator exited:\n{self.tail()}")
-            if (
-                self.log_path.exists()
-                and self.log_path.read_text().count("podtrail started") >= times
-            ):
-                return
-            await asyncio.sleep(0.3)
-        raise RuntimeError(f"the operator did not start in 60 s:\n{self.tail()}")
-
-    async def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        for _ in range(100):
-            if self.process.poll() is not None:
-                return
-            await asyncio.sleep(0.2)
-        self.process.kill()
-
-    def tail(self, lines: int = 25) -> str:
-        if not self.log_path.exists():
-            return "<no log>"
-        return "\n".join(self.log_path.read_text().splitlines()[-lines:])
 
 
 class DeployedOperator:
