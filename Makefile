@@ -14,7 +14,7 @@ IMAGE ?= podtrail.local/podtrail:dev
 export IMAGE
 KIND_KUBECONFIG ?= /var/lib/podtrail/kind/kubeconfig
 
-.PHONY: bench bench-full help install test-deployed test-cluster-lifecycle test-kind kind kind-down kind-load ci lint unit test cluster cluster-down run crd e2e image image-load deploy undeploy engine-down
+.PHONY: bench bench-full help install test-deployed test-faults test-cluster-lifecycle test-kind kind kind-down kind-load ci lint unit test cluster cluster-down run crd e2e image image-load deploy undeploy engine-down
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-24s %s\n", $$1, $$2}'
@@ -63,6 +63,9 @@ test-deployed: install ## build the image, deploy it with the shipped manifests,
 	$(MAKE) deploy DEPLOY_ENV="PODTRAIL_COALESCE_SECONDS=0.5 PODTRAIL_SWEEP_SECONDS=2"
 	$(MAKE) e2e; rc=$$?; $(MAKE) undeploy; exit $$rc
 
+test-faults: install ## the fault suite on the local cluster: operator kills, API server stopped and frozen, refused writes, floods, throttling (~12 min)
+	PODTRAIL_FAULT_TESTS=1 $(BIN)/pytest -q -s --timeout=1500 tests/faults
+
 test-cluster-lifecycle: install ## make cluster twice, cluster-down then up, recovery after a crash (restarts the local cluster)
 	PODTRAIL_CLUSTER_LIFECYCLE_TESTS=1 $(BIN)/pytest -q tests/cluster/test_lifecycle.py
 
@@ -75,9 +78,10 @@ test-kind: install ## on kind: deploy $(IMAGE) with the shipped manifests, tests
 	  PODTRAIL_E2E_OPERATOR=deployed $(BIN)/pytest -q --timeout=1200 tests/kind || rc=1; \
 	  bash kind/down.sh || rc=1; exit $$rc
 
-ci: ## what CI runs: the whole suite, the deployed operator's e2e (local cluster, then kind), the cluster's lifecycle
+ci: ## what CI runs: the whole suite, the deployed operator's e2e, the fault suite (local cluster), kind, the cluster's lifecycle
 	$(MAKE) test
 	$(MAKE) test-deployed
+	$(MAKE) test-faults
 	$(MAKE) test-kind
 	$(MAKE) test-cluster-lifecycle
 

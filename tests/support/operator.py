@@ -57,6 +57,7 @@ class OperatorProcess:
         coalesce_seconds: float = 0.5,
         sweep_seconds: float = 2,
         env: Mapping[str, str] | None = None,
+        until_leading: bool = False,
     ) -> None:
         self.kubeconfig = kubeconfig
         self.log_path = log_dir / f"{name}.log"
@@ -67,6 +68,7 @@ class OperatorProcess:
         self.coalesce_seconds = coalesce_seconds
         self.sweep_seconds = sweep_seconds
         self.env = dict(env) if env is not None else None
+        self.until_leading = until_leading
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -111,6 +113,8 @@ class OperatorProcess:
         )
         log.close()
         await self.wait_started(self.starts)
+        if self.until_leading:
+            await self.wait_leading()
 
     async def wait_started(self, times: int, timeout: float = 60) -> None:
         """Wait until the log says "podtrail started" `times` times in all."""
@@ -123,6 +127,22 @@ class OperatorProcess:
                 return
             await asyncio.sleep(0.3)
         raise RuntimeError(f"the operator did not start in {timeout:g} s:\n{self.tail()}")
+
+    async def wait_leading(self, timeout: float = 60) -> None:
+        """Wait until the operator says it leads (podtrail_leader 1); at once if it has no lease."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                samples = await self.metrics()
+            except (OSError, RuntimeError, TimeoutError, aiohttp.ClientError):
+                samples = None  # the metrics endpoint may come up after the start line
+            if samples is not None:
+                if not has_metric(samples, "podtrail_leader"):
+                    return
+                if metric_sum(samples, "podtrail_leader") >= 1:
+                    return
+            await asyncio.sleep(0.3)
+        raise RuntimeError(f"the operator did not take its lease in {timeout:g} s:\n{self.tail()}")
 
     async def stop(self) -> None:
         """SIGTERM (it flushes what it has), SIGKILL after 20 s."""

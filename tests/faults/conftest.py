@@ -1,0 +1,131 @@
+"""The fault suite: the operator under faults injected into a real cluster (`make test-faults`).
+
+It kills the operator, stops and freezes the API server, refuses writes, throttles, floods. It
+stops the shared API server, so it runs only when PODTRAIL_FAULT_TESTS=1, never in plain
+`make test`. Scenarios mostly wait on Kubernetes: every selected scenario starts as a task at the
+beginning of the session (each with its own namespaces and operator) and each test awaits its
+own; scenarios marked `exclusive` (they stop the API server) run alone, after the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.faults.support import FAULT_ENV, FIGURES, OUT_DIR, FaultHarness, figures_markdown
+from tests.support.kube import Kube
+from tests.support.operator import REPO
+
+Scenario = Callable[[FaultHarness], Awaitable[Any]]
+HERE = Path(__file__).resolve().parent
+
+
+def plays(scenario: Scenario, *, exclusive: bool = False) -> pytest.MarkDecorator:
+    """Mark a test as asserting on what `scenario` returns."""
+    # with_args: a lone callable given to a mark would be taken as the function to decorate.
+    return pytest.mark.fault_scenario.with_args(scenario, exclusive=exclusive)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "fault_scenario(fn, exclusive=False): the fault scenario a test awaits"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip the suite unless asked for; keep it after every other test of the session."""
+    mine = [item for item in items if HERE in Path(str(item.path)).parents]
+    if not mine:
+        return
+    if os.environ.get(FAULT_ENV) != "1":
+        skip = pytest.mark.skip(reason=f"stops the shared API server: set {FAULT_ENV}=1")
+        for item in mine:
+            item.add_marker(skip)
+    items[:] = [item for item in items if item not in mine] + mine
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if FIGURES:
+        terminalreporter.write_sep("=", "fault suite figures")
+        terminalreporter.write_line(figures_markdown())
+        terminalreporter.write_line(f"(also in {OUT_DIR}/figures.json and figures.md)")
+
+
+@pytest.fixture(scope="session")
+async def fault_kube(kube_cluster: Any) -> AsyncIterator[Kube]:
+    connection = await Kube.connect(str(kube_cluster.kubeconfig))
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(scope="session")
+def crd_applied(kube_cluster: Any) -> None:
+    for args in (
+        ["apply", "-k", str(REPO / "crds")],
+        [
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/podlifecyclerecords.podtrail.io",
+        ],
+    ):
+        kube_cluster.kubectl_run(*args)
+
+
+@pytest.fixture(scope="session")
+async def fault_runs(
+    request: pytest.FixtureRequest, kube_cluster: Any, fault_kube: Kube, crd_applied: None
+) -> AsyncIterator[dict[Scenario, asyncio.Task[Any]]]:
+    log_dir = OUT_DIR / "logs" / time.strftime("%Y%m%d-%H%M%S")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    harness = FaultHarness(fault_kube, str(kube_cluster.kubeconfig), log_dir, kube_cluster.kubectl)
+    shared: dict[Scenario, asyncio.Task[Any]] = {}
+    exclusive: list[Scenario] = []
+    for item in request.session.items:
+        if any(m.name == "skip" for m in item.iter_markers()):
+            continue
+        for marker in item.iter_markers("fault_scenario"):
+            fn = marker.args[0]
+            if marker.kwargs.get("exclusive"):
+                if fn not in exclusive:
+                    exclusive.append(fn)
+            elif fn not in shared:
+                shared[fn] = asyncio.create_task(fn(harness), name=fn.__name__)
+
+    async def after_the_others(fn: Scenario) -> Any:
+        await asyncio.gather(*shared.values(), return_exceptions=True)
+        for earlier in exclusive[: exclusive.index(fn)]:
+            await asyncio.gather(tasks[earlier], return_exceptions=True)
+        return await fn(harness)
+
+    tasks = dict(shared)
+    for fn in exclusive:
+        tasks[fn] = asyncio.create_task(after_the_others(fn), name=fn.__name__)
+    yield tasks
+    for task in tasks.values():
+        task.cancel()
+    await asyncio.gather(*tasks.values(), return_exceptions=True)
+    await harness.clean_up()
+    print(f"\noperator logs: {log_dir}")
+
+
+@pytest.fixture
+async def outcome(
+    request: pytest.FixtureRequest, fault_runs: dict[Scenario, asyncio.Task[Any]]
+) -> Any:
+    """The result of this test's scenario (its exception, if it failed)."""
+    marker = request.node.get_closest_marker("fault_scenario")
+    assert marker is not None, "a fault test names its scenario with @plays(fn)"
+    task = fault_runs[marker.args[0]]
+    try:
+        return await task
+    except Exception:
+        print(f"--- scenario {task.get_name()} failed; operator logs in {OUT_DIR / 'logs'}")
+        raise
