@@ -19,6 +19,8 @@ from tests.deploy.helpers import (
     rule_set,
 )
 
+from podtrail.shell.leader import ElectionConfig
+
 NAMESPACE = "podtrail-system"
 RELEASED_IMAGE = "ghcr.io/podtrail/podtrail:v0.1.0"
 RECORDS = "podlifecyclerecords"
@@ -31,6 +33,7 @@ OPERATOR_RULES = (
     | {("podtrail.io", RECORDS, verb) for verb in READ | WRITE}
     | {("podtrail.io", f"{RECORDS}/status", verb) for verb in ("get", "update", "patch")}
 )
+LEADER_ELECTION = "podtrail-leader-election"
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +54,28 @@ def operator_container(objects: list[Obj]) -> Obj:
 
 
 def env_of(container: Obj) -> dict[str, str]:
-    return {item["name"]: item["value"] for item in container.get("env") or []}
+    """The container's environment variables with literal values."""
+    return {item["name"]: item["value"] for item in container.get("env") or [] if "value" in item}
+
+
+def downward_env_of(container: Obj) -> dict[str, str]:
+    """The container's environment variables from the downward API: name -> field path."""
+    return {
+        item["name"]: item["valueFrom"]["fieldRef"]["fieldPath"]
+        for item in container.get("env") or []
+        if "fieldRef" in (item.get("valueFrom") or {})
+    }
+
+
+def named_rules(role: Obj) -> set[tuple[str, str, str, tuple[str, ...]]]:
+    """A role's rules as (apiGroup, resource, verb, resourceNames) quadruples."""
+    return {
+        (group, resource, verb, tuple(rule.get("resourceNames") or ()))
+        for rule in role.get("rules") or []
+        for group in rule.get("apiGroups") or []
+        for resource in rule.get("resources") or []
+        for verb in rule.get("verbs") or []
+    }
 
 
 def port_number(container: Obj, port: Any) -> int:
@@ -72,7 +96,10 @@ def test_base_renders_what_users_install(base: list[Obj]) -> None:
             ("ClusterRole", "podtrail-records-viewer"),
             ("ClusterRole", "podtrail-records-editor"),
             ("ClusterRole", "podtrail-records-admin"),
+            ("Role", LEADER_ELECTION),
+            ("RoleBinding", LEADER_ELECTION),
             ("Deployment", "podtrail"),
+            ("PodDisruptionBudget", "podtrail"),
             ("Service", "podtrail-metrics"),
         ]
     )
@@ -95,14 +122,25 @@ def test_namespace_enforces_restricted_pod_security(base: list[Obj]) -> None:
     assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
 
 
-def test_deployment_runs_one_replica_with_recreate(base: list[Obj]) -> None:
+def test_deployment_runs_a_leader_and_a_standby(base: list[Obj]) -> None:
     spec = find(base, "Deployment", "podtrail")["spec"]
-    assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
+    assert spec["replicas"] == 2
+    # A rollout adds the new pod before an old one leaves: a standby is always there to take
+    # over from a leader that is stopped.
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
     template = spec["template"]
     assert spec["selector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
     assert template["spec"]["serviceAccountName"] == "podtrail"
-    assert template["spec"]["terminationGracePeriodSeconds"] >= 10
+    # Longer than the flush on SIGTERM (20 s) plus the release of the Lease.
+    assert template["spec"]["terminationGracePeriodSeconds"] >= 30
+    affinity = template["spec"]["affinity"]["podAntiAffinity"]
+    (preferred,) = affinity["preferredDuringSchedulingIgnoredDuringExecution"]
+    term = preferred["podAffinityTerm"]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    assert term["labelSelector"]["matchLabels"] == spec["selector"]["matchLabels"]
     # Service links would set PODTRAIL_METRICS_PORT=tcp://... from the podtrail-metrics Service.
     assert template["spec"]["enableServiceLinks"] is False
 
@@ -150,6 +188,44 @@ def test_deployment_has_probes_and_resources(base: list[Obj]) -> None:
     assert env_of(container) == {"PODTRAIL_LOG_FORMAT": "json"}
 
 
+def test_leader_election_identity_comes_from_the_downward_api(base: list[Obj]) -> None:
+    assert downward_env_of(operator_container(base)) == {
+        "POD_NAME": "metadata.name",
+        "POD_NAMESPACE": "metadata.namespace",
+    }
+
+
+def test_disruption_budget_keeps_the_standby_during_a_drain(base: list[Obj]) -> None:
+    budget = find(base, "PodDisruptionBudget", "podtrail")
+    assert budget["metadata"]["namespace"] == NAMESPACE
+    assert budget["spec"]["maxUnavailable"] == 1
+    selector = find(base, "Deployment", "podtrail")["spec"]["selector"]["matchLabels"]
+    assert budget["spec"]["selector"]["matchLabels"] == selector
+
+
+def test_leader_election_role_is_namespaced_and_names_its_lease(base: list[Obj]) -> None:
+    role = find(base, "Role", LEADER_ELECTION)
+    assert role["metadata"]["namespace"] == NAMESPACE
+    lease = ("coordination.k8s.io", "leases")
+    assert ElectionConfig(identity="any").lease_name == "podtrail"  # the operator's default
+    # create cannot be restricted by name; get and update touch only the operator's Lease.
+    assert named_rules(role) == {
+        (*lease, "create", ()),
+        (*lease, "get", ("podtrail",)),
+        (*lease, "update", ("podtrail",)),
+    }
+    binding = find(base, "RoleBinding", LEADER_ELECTION)
+    assert binding["metadata"]["namespace"] == NAMESPACE
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": LEADER_ELECTION,
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "podtrail", "namespace": NAMESPACE}
+    ]
+
+
 def test_metrics_service_selects_the_operator(base: list[Obj]) -> None:
     service = find(base, "Service", "podtrail-metrics")
     pod_labels = find(base, "Deployment", "podtrail")["spec"]["template"]["metadata"]["labels"]
@@ -192,7 +268,7 @@ def test_aggregated_roles(base: list[Obj], name: str, aggregate_to: str, verbs: 
 
 def test_no_role_grants_secrets_or_wildcards(base: list[Obj]) -> None:
     for role in (obj for obj in base if obj["kind"] in ("ClusterRole", "Role")):
-        for group, resource, verb in rule_set(role):
+        for group, resource, verb, _ in named_rules(role):
             assert "*" not in (group, resource, verb), role["metadata"]["name"]
             assert resource != "secrets", role["metadata"]["name"]
 
@@ -208,6 +284,7 @@ def test_example_overlay_sets_the_options(base: list[Obj], overlay: list[Obj]) -
         "PODTRAIL_MAX_RECORDS_PER_NAMESPACE": "500",
         "PODTRAIL_LOG_FORMAT": "console",
     }
+    assert downward_env_of(operator_container(overlay)) == downward_env_of(operator_container(base))
     # Everything else is the base, untouched.
     assert sorted((o["kind"], o["metadata"]["name"]) for o in overlay) == sorted(
         (o["kind"], o["metadata"]["name"]) for o in base

@@ -4,6 +4,9 @@ Nothing here writes to a pod (no annotations, no finalizers). Kopf logs in, star
 the operator, follows namespaces and serves the liveness probe. The hot streams (pods, Events
 about pods, EndpointSlices, and records, whose every write comes back through a watch) are the
 operator's own watches, started at start-up; records are written by the RecordWriter alone.
+
+With leader election, every replica runs Kopf (namespaces, the probe) but only the holder of
+the Lease runs the runtime: the streams, the writer and the sweep.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ from prometheus_client import start_http_server
 
 from podtrail import core
 from podtrail.shell import kube as kube_module
+from podtrail.shell.backoff import Backoff
 from podtrail.shell.intake import PodIntake
 from podtrail.shell.kube import Kube
+from podtrail.shell.leader import ElectionConfig, LeaderElector
 from podtrail.shell.logs import get_logger
 from podtrail.shell.metrics import Metrics
 from podtrail.shell.persist import RecordWriter
@@ -51,6 +56,16 @@ class Runtime:
     metrics: Metrics
     intake: PodIntake
     tasks: list[asyncio.Task[None]] = dataclasses.field(default_factory=list)
+    """The writer first (it is flushed and stopped last), then the streams and the sweep."""
+
+
+@dataclasses.dataclass
+class Election:
+    """The elector, its own API connection, and the tasks that follow the Lease."""
+
+    elector: LeaderElector
+    leases: Kube
+    tasks: list[asyncio.Task[None]] = dataclasses.field(default_factory=list)
 
 
 def _now() -> datetime:
@@ -69,18 +84,28 @@ def _watched_namespaces(settings: PodtrailSettings) -> list[str | None]:
     return list(settings.namespaces) or [None]
 
 
-def build_registry(settings: PodtrailSettings, metrics: Metrics) -> kopf.OperatorRegistry:
-    """Register every handler on a fresh registry."""
+def build_registry(
+    settings: PodtrailSettings, metrics: Metrics, election: ElectionConfig | None = None
+) -> kopf.OperatorRegistry:
+    """Register every handler on a fresh registry.
+
+    With `election`, the runtime runs only while this replica holds the Lease; without, at once.
+    """
     registry = kopf.OperatorRegistry()
     options = settings  # the start-up handler's own `settings` argument is Kopf's
 
     @kopf.on.startup(registry=registry)
     async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         _tune_kopf(settings)
+        _serve_metrics(options, metrics, memo)
+        if election is not None:
+            memo.election = await _start_election(options, metrics, election, memo)
+            return
         try:
             memo.runtime = await _start_runtime(options, metrics)
         except kube_module.KubeError as error:
             raise kopf.PermanentError(str(error)) from error
+        metrics.leader.set(1)
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -92,13 +117,19 @@ def build_registry(settings: PodtrailSettings, metrics: Metrics) -> kopf.Operato
 
     @kopf.on.cleanup(registry=registry)
     async def stop(memo: kopf.Memo, **_: Any) -> None:
+        running: Election | None = getattr(memo, "election", None)
+        if running is not None:
+            await _stop_election(running, memo, metrics)
+            return
         runtime: Runtime | None = getattr(memo, "runtime", None)
         if runtime is not None:
             await _stop_runtime(runtime)
 
     @kopf.on.event("", "v1", "namespaces", registry=registry)
     async def namespace_changed(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-        runtime: Runtime = memo.runtime
+        runtime: Runtime | None = getattr(memo, "runtime", None)
+        if runtime is None:
+            return  # standing by: a runtime lists the namespaces afresh when it starts
         runtime.scope.learn_namespace(event["object"], deleted=event.get("type") == "DELETED")
 
     if options.pod_stream == "kopf":
@@ -106,16 +137,21 @@ def build_registry(settings: PodtrailSettings, metrics: Metrics) -> kopf.Operato
         @kopf.on.event("", "v1", "pods", registry=registry)
         async def pod_changed(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
             raw = cast(dict[str, Any], event["object"])
-            runtime: Runtime = memo.runtime
+            runtime: Runtime | None = getattr(memo, "runtime", None)
+            if runtime is None:
+                return  # standing by: the leader records this pod
             await runtime.intake.pod(raw, deleted=event.get("type") == "DELETED")
 
     @kopf.on.probe(id="pending", registry=registry)
-    def pending(memo: kopf.Memo, **_: Any) -> int:
-        runtime: Runtime = memo.runtime
-        for task in runtime.tasks:
+    def pending(memo: kopf.Memo, **_: Any) -> int | str:
+        running: Election | None = getattr(memo, "election", None)
+        runtime: Runtime | None = getattr(memo, "runtime", None)
+        for task in (running.tasks if running else []) + (runtime.tasks if runtime else []):
             if task.done():
                 raise kopf.PermanentError(f"{task.get_name()} stopped")
-        return runtime.writer.pending_count()
+        if runtime is not None:
+            return runtime.writer.pending_count()
+        return "starting" if running is not None and running.elector.is_leader else "standby"
 
     return registry
 
@@ -177,8 +213,6 @@ async def _start_runtime(settings: PodtrailSettings, metrics: Metrics) -> Runtim
     except BaseException:
         await kube.close()
         raise
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port, registry=metrics.registry)
     runtime.tasks.append(asyncio.create_task(writer.run(), name="record-writer"))
 
     async def take_pod(raw: dict[str, Any], deleted: bool) -> None:
@@ -253,9 +287,7 @@ async def _catch_up(runtime: Runtime) -> dict[str | None, str]:
 
 async def _stop_runtime(runtime: Runtime) -> None:
     writer_task = runtime.tasks[0] if runtime.tasks else None
-    for task in runtime.tasks[1:]:
-        task.cancel()
-    await asyncio.gather(*runtime.tasks[1:], return_exceptions=True)
+    await _cancel(runtime.tasks[1:])
     await runtime.writer.flush_all()
     if writer_task is not None:
         writer_task.cancel()
@@ -263,3 +295,96 @@ async def _stop_runtime(runtime: Runtime) -> None:
             await writer_task
     await runtime.kube.close()
     log.info("podtrail stopped; pending facts written")
+
+
+async def _abandon_runtime(runtime: Runtime) -> None:
+    """Stop at once, writing nothing more: another replica leads now and writes the records."""
+    pending = runtime.writer.pending_count()
+    await _cancel(runtime.tasks)
+    await runtime.kube.close()
+    log.warning(
+        "lost the lease: runtime stopped, pending facts left to the leader", pending=pending
+    )
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _serve_metrics(settings: PodtrailSettings, metrics: Metrics, memo: kopf.Memo) -> None:
+    """Serve /metrics once per process, standby included (it shows podtrail_leader 0)."""
+    if settings.metrics_port and not getattr(memo, "metrics_served", False):
+        start_http_server(settings.metrics_port, registry=metrics.registry)
+        memo.metrics_served = True
+
+
+async def _start_election(
+    settings: PodtrailSettings, metrics: Metrics, config: ElectionConfig, memo: kopf.Memo
+) -> Election:
+    """Stand by for the Lease in the background; the runtime starts when it is won."""
+    leases = await Kube.connect(settings.kubeconfig)
+    elector = LeaderElector(leases, config)
+    election = Election(elector, leases)
+    metrics.leader.set(0)
+    election.tasks.append(asyncio.create_task(elector.run(), name="leader-elector"))
+    election.tasks.append(
+        asyncio.create_task(
+            _run_while_leading(elector, settings, metrics, memo), name="leader-follower"
+        )
+    )
+    log.info(
+        "standing by for the lease",
+        lease=f"{config.lease_namespace}/{config.lease_name}",
+        identity=config.identity,
+    )
+    return election
+
+
+async def _run_while_leading(
+    elector: LeaderElector, settings: PodtrailSettings, metrics: Metrics, memo: kopf.Memo
+) -> None:
+    """Start the runtime on winning the Lease; drop it, unflushed, the moment it is lost."""
+    while True:
+        await elector.wait_until(leading=True)
+        metrics.leader.set(1)
+        starting = asyncio.create_task(_start_runtime_until_it_works(settings, metrics, memo))
+        try:
+            await elector.wait_until(leading=False)
+        finally:
+            # On shutdown a runtime already in memo stays there for the clean-up to flush.
+            await _cancel([starting])
+        metrics.leader.set(0)
+        runtime: Runtime | None = getattr(memo, "runtime", None)
+        memo.runtime = None
+        if runtime is not None:
+            await _abandon_runtime(runtime)
+
+
+async def _start_runtime_until_it_works(
+    settings: PodtrailSettings, metrics: Metrics, memo: kopf.Memo
+) -> None:
+    """Build the runtime into `memo.runtime`, backing off after failures (the CRD missing…)."""
+    backoff = Backoff()
+    while True:
+        try:
+            memo.runtime = await _start_runtime(settings, metrics)
+            return
+        except Exception as error:
+            delay = backoff.next_delay(kube_module.retry_after(error))
+            log.error("the runtime did not start", error=str(error), retry_in=round(delay, 1))
+            await asyncio.sleep(delay)
+
+
+async def _stop_election(election: Election, memo: kopf.Memo, metrics: Metrics) -> None:
+    """Shutdown: flush while still holding the Lease, then release it for the standby."""
+    await _cancel(election.tasks[1:])  # the follower first: the runtime is no longer its to drop
+    runtime: Runtime | None = getattr(memo, "runtime", None)
+    memo.runtime = None
+    if runtime is not None:
+        await _stop_runtime(runtime)
+    await _cancel(election.tasks[:1])
+    await election.elector.release()
+    metrics.leader.set(0)
+    await election.leases.close()

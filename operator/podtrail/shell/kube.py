@@ -283,6 +283,48 @@ class Kube:
         """Every namespace, as metadata only."""
         return await _list_pages(_partial(self._core.list_namespace), metadata_only=True)
 
+    # --- leases ---------------------------------------------------------------------------------
+
+    def _coordination(self) -> client.CoordinationV1Api:
+        return client.CoordinationV1Api(self._api)
+
+    @staticmethod
+    def _any(lease: Mapping[str, Any]) -> Any:
+        return dict(lease)  # the client serialises a plain dict as it is, like a V1Lease
+
+    async def get_lease(self, namespace: str, name: str) -> Raw | None:
+        """A coordination.k8s.io/v1 Lease, or None when it does not exist."""
+        try:
+            return await _json(
+                self._coordination().read_namespaced_lease(name, namespace, _preload_content=False)
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise _translate(error) from error
+
+    async def create_lease(self, namespace: str, lease: Mapping[str, Any]) -> Raw:
+        """Create a Lease; AlreadyExistsError when another replica created it first."""
+        try:
+            return await _json(
+                self._coordination().create_namespaced_lease(
+                    namespace, self._any(lease), _preload_content=False
+                )
+            )
+        except ApiException as error:
+            raise _translate(error) from error
+
+    async def replace_lease(self, namespace: str, name: str, lease: Mapping[str, Any]) -> Raw:
+        """Write a Lease at its metadata.resourceVersion; ConflictError if it changed since."""
+        try:
+            return await _json(
+                self._coordination().replace_namespaced_lease(
+                    name, namespace, self._any(lease), _preload_content=False
+                )
+            )
+        except ApiException as error:
+            raise _translate(error) from error
+
     # --- streams -------------------------------------------------------------------------------
 
     def pod_events(

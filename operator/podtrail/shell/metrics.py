@@ -75,6 +75,11 @@ class Metrics:
             ["stream", "cause"],
             registry=self.registry,
         )
+        self.leader = Gauge(
+            "podtrail_leader",
+            "1 while this replica holds the leader Lease and runs the writer, else 0.",
+            registry=self.registry,
+        )
 
     def observe_status_change(
         self, before: Mapping[str, Any] | None, after: Mapping[str, Any]
