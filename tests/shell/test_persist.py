@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
+import dataclasses
+import heapq
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,6 +16,7 @@ from tests.unit import builders as b
 
 from podtrail import core
 from podtrail.shell import kube
+from podtrail.shell.backoff import Backoff
 from podtrail.shell.metrics import Metrics
 from podtrail.shell.persist import RecordWriter
 from podtrail.shell.settings import PodtrailSettings
@@ -21,35 +25,92 @@ from podtrail.shell.sweep import sweep_once
 NS, NAME = b.NAMESPACE, b.POD
 
 
-class FakeStore:
-    """Records in memory with resourceVersions, like the API server keeps them."""
+class FakeTime:
+    """A monotonic clock and a sleep that only move when a test advances them."""
 
     def __init__(self) -> None:
+        self.now = 1000.0
+        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._sequence = 0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._sequence += 1
+        heapq.heappush(self._sleepers, (self.now + seconds, self._sequence, future))
+        await future
+
+    async def advance(self, seconds: float) -> None:
+        """Move time on, waking each sleeper at its own deadline, in order."""
+        target = self.now + seconds
+        await turn()
+        while self._sleepers and self._sleepers[0][0] <= target:
+            deadline, _, future = heapq.heappop(self._sleepers)
+            if future.done():
+                continue
+            self.now = max(self.now, deadline)
+            future.set_result(None)
+            await turn()
+        self.now = target
+        await turn()
+
+
+async def turn(times: int = 40) -> None:
+    """Let every ready task run (no time passes)."""
+    for _ in range(times):
+        await asyncio.sleep(0)
+
+
+class FakeStore:
+    """Records in memory with resourceVersions, like the API server keeps them.
+
+    `fail_next` fails the next create or status write once each; `failing` fails every one
+    (until changed); `hanging` makes every call about those records wait for ever; `attempts`
+    notes (call, time) of every create and status write.
+    """
+
+    def __init__(self, time: FakeTime | None = None) -> None:
         self.records: dict[tuple[str, str], dict[str, Any]] = {}
         self.version = 0
         self.calls: list[str] = []
         self.fail_next: list[Exception] = []
+        self.failing: Exception | None = None
+        self.failing_deletes: dict[str, Exception] = {}
+        self.hanging: set[tuple[str, str]] = set()
         self.gone_namespaces: set[str] = set()
+        self.events: list[dict[str, Any]] = []
+        self.event_failure: Exception | None = None
+        self.attempts: list[tuple[str, float]] = []
+        self.time = time
 
     def _bump(self, record: dict[str, Any]) -> dict[str, Any]:
         self.version += 1
         record["metadata"]["resourceVersion"] = str(self.version)
         return copy.deepcopy(record)
 
-    def _maybe_fail(self) -> None:
-        if self.fail_next:
-            raise self.fail_next.pop(0)
+    async def _enter(self, call: str, namespace: str, name: str) -> None:
+        self.calls.append(call)
+        if call in ("create", "status"):
+            self.attempts.append((call, self.time.now if self.time else 0.0))
+        if (namespace, name) in self.hanging:
+            await asyncio.get_running_loop().create_future()  # never answered
+        if call in ("create", "status"):
+            if self.fail_next:
+                raise self.fail_next.pop(0)
+            if self.failing is not None:
+                raise self.failing
 
     async def get_record(self, namespace: str, name: str) -> dict[str, Any] | None:
-        self.calls.append("get")
+        await self._enter("get", namespace, name)
         record = self.records.get((namespace, name))
         return copy.deepcopy(record) if record else None
 
     async def create_record(
         self, namespace: str, name: str, labels: Mapping[str, str]
     ) -> dict[str, Any]:
-        self.calls.append("create")
-        self._maybe_fail()
+        await self._enter("create", namespace, name)
         if namespace in self.gone_namespaces:
             raise kube.NamespaceGoneError(namespace)
         if (namespace, name) in self.records:
@@ -60,6 +121,7 @@ class FakeStore:
                 "name": name,
                 "uid": f"uid-{self.version}",
                 "labels": dict(labels),
+                "creationTimestamp": "2026-01-01T00:00:00Z",
             },
             "spec": {"podName": name},
         }
@@ -69,8 +131,7 @@ class FakeStore:
     async def replace_record_status(
         self, namespace: str, name: str, resource_version: str, status: Mapping[str, Any]
     ) -> dict[str, Any]:
-        self.calls.append("status")
-        self._maybe_fail()
+        await self._enter("status", namespace, name)
         record = self.records.get((namespace, name))
         if record is None:
             raise kube.NotFoundError(name)
@@ -82,43 +143,103 @@ class FakeStore:
     async def patch_record_labels(
         self, namespace: str, name: str, labels: Mapping[str, str]
     ) -> dict[str, Any]:
-        self.calls.append("labels")
+        await self._enter("labels", namespace, name)
         record = self.records[(namespace, name)]
         record["metadata"]["labels"] = dict(labels)
         return self._bump(record)
 
     async def delete_record(self, namespace: str, name: str, uid: str) -> None:
-        self.calls.append("delete")
+        await self._enter("delete", namespace, name)
+        if name in self.failing_deletes:
+            raise self.failing_deletes[name]
         record = self.records.get((namespace, name))
         if record is not None and record["metadata"]["uid"] == uid:
             del self.records[(namespace, name)]
 
-    def status(self) -> dict[str, Any]:
-        return self.records[(NS, NAME)].get("status") or {}
+    async def post_record_event(
+        self,
+        namespace: str,
+        name: str,
+        uid: str,
+        reason: str,
+        message: str,
+        type: str = "Warning",
+    ) -> None:
+        self.calls.append("event")
+        if self.event_failure is not None:
+            raise self.event_failure
+        self.events.append(
+            {
+                "namespace": namespace,
+                "name": name,
+                "uid": uid,
+                "reason": reason,
+                "message": message,
+                "type": type,
+                "at": self.time.now if self.time else 0.0,
+            }
+        )
+
+    def status(self, name: str = NAME) -> dict[str, Any]:
+        return self.records[(NS, name)].get("status") or {}
 
 
 def clock() -> datetime:
     return datetime(2026, 1, 1, 0, 5, tzinfo=UTC)
 
 
-@pytest.fixture
-async def store_and_writer(
-    request: pytest.FixtureRequest,
-) -> AsyncIterator[tuple[FakeStore, RecordWriter]]:
-    window = getattr(request, "param", 0.2)
-    store = FakeStore()
-    writer = RecordWriter(
-        store,
-        limits=core.Limits(),
-        window_seconds=window,
-        concurrency=4,
-        metrics=Metrics(),
-        clock=clock,
-    )
+@dataclasses.dataclass
+class Harness:
+    store: FakeStore
+    writer: RecordWriter
+    time: FakeTime
+    metrics: Metrics
+
+    async def settle(self, seconds: float = 0.6) -> None:
+        await self.time.advance(seconds)
+        assert self.writer.pending_count() == 0
+
+    def metric(self, name: str, **labels: str) -> float:
+        return self.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def steady_backoff() -> Backoff:
+    return Backoff(jitter=lambda: 1.0)  # no jitter: delays of exactly 0.5, 1, 2 … 30 s
+
+
+def make_writer(store: FakeStore, time: FakeTime, metrics: Metrics, **options: Any) -> RecordWriter:
+    settings: dict[str, Any] = {
+        "limits": core.Limits(),
+        "window_seconds": 0.2,
+        "concurrency": 4,
+        "metrics": metrics,
+        "clock": clock,
+        "monotonic": time.monotonic,
+        "sleep": time.sleep,
+        "backoff": steady_backoff,
+    } | options
+    return RecordWriter(store, **settings)
+
+
+@contextlib.asynccontextmanager
+async def running(**options: Any) -> AsyncIterator[Harness]:
+    time = FakeTime()
+    store = FakeStore(time)
+    metrics = Metrics()
+    writer = make_writer(store, time, metrics, **options)
     task = asyncio.create_task(writer.run())
-    yield store, writer
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    try:
+        yield Harness(store, writer, time, metrics)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await writer.close()
+
+
+@pytest.fixture
+async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
+    async with running(window_seconds=getattr(request, "param", 0.2)) as made:
+        yield made
 
 
 def pending_pod() -> dict[str, Any]:
@@ -148,108 +269,91 @@ def expected_status(*raws: dict[str, Any]) -> dict[str, Any]:
     return status
 
 
-async def settle(writer: RecordWriter, seconds: float = 0.6) -> None:
-    await asyncio.sleep(seconds)
-    assert writer.pending_count() == 0
-
-
 async def test_observations_in_one_window_make_one_create_and_one_status_write(
-    store_and_writer: tuple[FakeStore, RecordWriter],
+    harness: Harness,
 ) -> None:
-    store, writer = store_and_writer
+    store, writer = harness.store, harness.writer
     assert writer.submit(core.observe_pod(pending_pod()), labels={"app": "web"})
     assert writer.submit(core.observe_pod(running_pod()), labels={"app": "web"})
-    await settle(writer)
+    await harness.time.advance(0.1)
+    assert store.calls == [], "the window is still open"
+    await harness.settle()
     assert store.calls == ["create", "status"]
     assert store.status() == expected_status(pending_pod(), running_pod())
     assert store.records[(NS, NAME)]["metadata"]["labels"] == {"app": "web"}
 
 
-async def test_seeing_the_same_pod_again_writes_nothing(
-    store_and_writer: tuple[FakeStore, RecordWriter],
-) -> None:
-    store, writer = store_and_writer
+async def test_seeing_the_same_pod_again_writes_nothing(harness: Harness) -> None:
+    store, writer = harness.store, harness.writer
     writer.submit(core.observe_pod(running_pod()), labels={"app": "web"})
-    await settle(writer)
+    await harness.settle()
     calls = list(store.calls)
     assert writer.submit(core.observe_pod(running_pod()), labels={"app": "web"}) == ()
-    await settle(writer)
+    await harness.settle()
     assert store.calls == calls
 
 
-@pytest.mark.parametrize("store_and_writer", [30.0], indirect=True)
-async def test_terminal_facts_are_written_at_once(
-    store_and_writer: tuple[FakeStore, RecordWriter],
-) -> None:
-    store, writer = store_and_writer
+@pytest.mark.parametrize("harness", [30.0], indirect=True)
+async def test_terminal_facts_are_written_at_once(harness: Harness) -> None:
+    store, writer = harness.store, harness.writer
     writer.submit(core.observe_pod(running_pod()))
-    await asyncio.sleep(0.3)
+    await harness.time.advance(0.3)
     assert "status" not in store.calls, "a 30 s window holds the running pod back"
     assert writer.pending_count() == 1
     writer.submit(core.PodGone(NS, NAME, b.UID, clock(), True))
-    await settle(writer, 0.3)
+    await harness.settle(0.0)
     assert (store.status().get("times") or {}).get("deleted")
 
 
-@pytest.mark.parametrize("store_and_writer", [30.0], indirect=True)
-async def test_shutdown_writes_what_is_pending(
-    store_and_writer: tuple[FakeStore, RecordWriter],
-) -> None:
-    store, writer = store_and_writer
+@pytest.mark.parametrize("harness", [30.0], indirect=True)
+async def test_shutdown_writes_what_is_pending(harness: Harness) -> None:
+    store, writer = harness.store, harness.writer
     writer.submit(core.observe_pod(running_pod()))
-    await writer.flush_all()
+    assert await writer.flush_all() == []
     assert store.status() == expected_status(running_pod())
 
 
-async def test_a_conflict_reapplies_the_window_on_the_fresh_status(
-    store_and_writer: tuple[FakeStore, RecordWriter],
-) -> None:
-    store, writer = store_and_writer
+async def test_a_conflict_reapplies_the_window_on_the_fresh_status(harness: Harness) -> None:
+    store, writer = harness.store, harness.writer
     writer.submit(core.observe_pod(running_pod()))
-    await settle(writer)
+    await harness.settle()
     # Someone else (another replica, a user) wrote the record meanwhile: our version is stale.
     other = store.records[(NS, NAME)]
     other["status"] = expected_status(running_pod(), finished_pod())
     store._bump(other)
     writer.submit(core.observe_pod(finished_pod()))
     writer.submit(core.PodGone(NS, NAME, b.UID, clock(), True))
-    await settle(writer)
+    await harness.settle()
     assert "get" in store.calls
     assert store.status()["outcome"] == "Succeeded"
     keys = [entry["key"] for entry in store.status()["timeline"]]
     assert len(keys) == len(set(keys)), "re-applying the window adds nothing twice"
 
 
-async def test_a_failed_write_is_retried_and_loses_nothing(
-    store_and_writer: tuple[FakeStore, RecordWriter],
-) -> None:
-    store, writer = store_and_writer
+async def test_a_failed_write_is_retried_and_loses_nothing(harness: Harness) -> None:
+    store, writer = harness.store, harness.writer
     store.fail_next = [RuntimeError("apiserver unavailable")]
     writer.submit(core.observe_pod(running_pod()))
-    await settle(writer, 1.0)
+    await harness.settle(1.0)
     assert store.calls.count("create") == 2
     assert store.status() == expected_status(running_pod())
 
 
-async def test_a_record_deleted_under_the_writer_is_created_again(
-    store_and_writer: tuple[FakeStore, RecordWriter],
-) -> None:
-    store, writer = store_and_writer
+async def test_a_record_deleted_under_the_writer_is_created_again(harness: Harness) -> None:
+    store, writer = harness.store, harness.writer
     writer.submit(core.observe_pod(running_pod()))
-    await settle(writer)
+    await harness.settle()
     del store.records[(NS, NAME)]
     writer.submit(core.observe_pod(finished_pod()))
-    await settle(writer)
+    await harness.settle()
     assert store.status() == expected_status(running_pod(), finished_pod())
 
 
-async def test_the_sweep_deletes_records_whose_retention_passed(
-    store_and_writer: tuple[FakeStore, RecordWriter],
-) -> None:
-    store, writer = store_and_writer
+async def test_the_sweep_deletes_records_whose_retention_passed(harness: Harness) -> None:
+    store, writer = harness.store, harness.writer
     writer.submit(core.observe_pod(finished_pod()))
     writer.submit(core.PodGone(NS, NAME, b.UID, clock(), True))
-    await settle(writer)
+    await harness.settle()
     settings = PodtrailSettings(retention_seconds=60)
     early = await sweep_once(store, writer, settings, Metrics(), clock() + timedelta(seconds=59))
     assert early == [] and (NS, NAME) in store.records
@@ -259,23 +363,19 @@ async def test_the_sweep_deletes_records_whose_retention_passed(
     assert writer.get(NS, NAME) is None
 
 
-async def test_the_sweep_keeps_the_record_of_a_live_pod(
-    store_and_writer: tuple[FakeStore, RecordWriter],
-) -> None:
-    store, writer = store_and_writer
+async def test_the_sweep_keeps_the_record_of_a_live_pod(harness: Harness) -> None:
+    store, writer = harness.store, harness.writer
     writer.submit(core.observe_pod(running_pod()))
-    await settle(writer)
+    await harness.settle()
     settings = PodtrailSettings(retention_seconds=0, max_records=1, max_records_per_namespace=1)
     assert await sweep_once(store, writer, settings, Metrics(), clock() + timedelta(days=9)) == []
     assert (NS, NAME) in store.records
 
 
-async def test_a_record_in_a_namespace_being_deleted_is_given_up(
-    store_and_writer: tuple[FakeStore, RecordWriter],
-) -> None:
-    store, writer = store_and_writer
+async def test_a_record_in_a_namespace_being_deleted_is_given_up(harness: Harness) -> None:
+    store, writer = harness.store, harness.writer
     store.gone_namespaces.add(NS)
     writer.submit(core.observe_pod(running_pod()))
-    await settle(writer, 1.0)
+    await harness.settle(1.0)
     assert store.calls == ["create"], "no retry loop against a namespace that is gone"
     assert writer.get(NS, NAME) is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -242,6 +243,42 @@ class Kube:
         except ApiException as error:
             if error.status == 404:
                 return
+            raise _translate(error) from error
+
+    async def post_record_event(
+        self,
+        namespace: str,
+        name: str,
+        uid: str,
+        reason: str,
+        message: str,
+        type: str = "Warning",
+    ) -> None:
+        """Post a core/v1 Event about a record (what `kubectl describe plr` shows under Events)."""
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        body: Any = {  # a plain dict: the client serialises it as it is, like a CoreV1Event
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{name}.", "namespace": namespace},
+            "involvedObject": {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": KIND,
+                "namespace": namespace,
+                "name": name,
+                "uid": uid,
+            },
+            "reason": reason,
+            "message": message[:1024],
+            "type": type,
+            "source": {"component": "podtrail"},
+            "reportingComponent": "podtrail.io/operator",
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            await _json(self._core.create_namespaced_event(namespace, body, _preload_content=False))
+        except ApiException as error:
             raise _translate(error) from error
 
     # --- pods and namespaces -------------------------------------------------------------------

@@ -80,6 +80,33 @@ class Metrics:
             "1 while this replica holds the leader Lease and runs the writer, else 0.",
             registry=self.registry,
         )
+        self.write_failures = Counter(
+            "podtrail_record_write_failures_total",
+            "Record writes that failed, by reason (throttled, quota, forbidden, invalid, too-large,"
+            " server-error, timeout, conflict, connection, other).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.pending_dropped = Counter(
+            "podtrail_pending_dropped_total",
+            "Observations dropped from a record's pending list past its bound, by kind (applied:"
+            " already in the record in memory; unapplied: waiting for the record's reload).",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.records_in_memory = Gauge(
+            "podtrail_records_in_memory",
+            "Records held in memory, by form (full: may still change; stub: ended and written,"
+            " read again from the API when something new arrives for it).",
+            ["form"],
+            registry=self.registry,
+        )
+        self.delete_failures = Counter(
+            "podtrail_record_delete_failures_total",
+            "Record deletions by the retention sweep that failed, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
 
     def observe_status_change(
         self, before: Mapping[str, Any] | None, after: Mapping[str, Any]
