@@ -64,14 +64,23 @@ class Cluster:
         out = self.run("-n", namespace, "get", "plr", name, "--ignore-not-found", "-o", "json")
         return json.loads(out) if out.strip() else None
 
-    def operator_pod(self) -> dict[str, Any]:
-        pods = [
+    def operator_pods(self) -> list[dict[str, Any]]:
+        return [
             p
             for p in self.json("-n", NAMESPACE, "get", "pods", "-l", SELECTOR)["items"]
             if not p["metadata"].get("deletionTimestamp")
         ]
-        assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
-        return dict(pods[0])
+
+    def operator_pod(self) -> dict[str, Any]:
+        """The replica that holds the Lease: the one that watches and writes."""
+
+        def leader() -> dict[str, Any] | None:
+            lease = self.json("-n", NAMESPACE, "get", "lease", "podtrail")
+            holder = (lease.get("spec") or {}).get("holderIdentity") or ""
+            pods = {p["metadata"]["name"]: p for p in self.operator_pods()}
+            return pods.get(holder.rsplit("_", 1)[0])
+
+        return dict(wait("a leading operator replica", leader, timeout=90))
 
 
 def wait(what: str, probe: Callable[[], Any], timeout: float = 120) -> Any:
@@ -205,10 +214,12 @@ def test_new_operator_pod_takes_over_without_duplicates(
     namespace = deployed["namespace"]
     before = cluster.record(namespace, "sleeper")
     assert before is not None
+    assert len(cluster.operator_pods()) == 2, "the shipped Deployment runs a standby"
     old = cluster.operator_pod()["metadata"]["name"]
     cluster.run("-n", NAMESPACE, "delete", "pod", old, "--wait=true", "--timeout=120s")
-    cluster.run("-n", NAMESPACE, "rollout", "status", "deployment/podtrail", "--timeout=180s")
+    # The standby leads now (the leader released the Lease on SIGTERM after its flush).
     assert cluster.operator_pod()["metadata"]["name"] != old
+    cluster.run("-n", NAMESPACE, "rollout", "status", "deployment/podtrail", "--timeout=180s")
     # The new pod goes on recording: the sleeper's deletion ends up in the same record.
     cluster.run("-n", namespace, "delete", "pod", "sleeper", "--wait=true", "--timeout=60s")
 

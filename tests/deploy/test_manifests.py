@@ -29,6 +29,7 @@ WRITE = {"create", "update", "patch", "delete"}
 
 OPERATOR_RULES = (
     {("", resource, verb) for resource in ("pods", "events", "namespaces") for verb in READ}
+    | {("", "events", "create")}  # a Warning Event on a record that cannot be written
     | {("discovery.k8s.io", "endpointslices", verb) for verb in READ}
     | {("podtrail.io", RECORDS, verb) for verb in READ | WRITE}
     | {("podtrail.io", f"{RECORDS}/status", verb) for verb in ("get", "update", "patch")}

@@ -48,8 +48,10 @@ class DeployedOperator:
     def __init__(self, kube: Kube) -> None:
         self.kube = kube
 
+    replicas = 2  # as manifests/ ships it: a leader and a standby
+
     async def start(self) -> None:
-        await self._scale(1)
+        await self._scale(self.replicas)
 
     async def stop(self) -> None:
         await self._scale(0)
