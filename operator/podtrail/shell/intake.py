@@ -8,10 +8,13 @@ from typing import Any
 
 from podtrail import core
 from podtrail.shell.kube import Kube
+from podtrail.shell.logs import get_logger
 from podtrail.shell.metrics import Metrics
 from podtrail.shell.persist import RecordWriter
 from podtrail.shell.scope import Scope
 from podtrail.shell.streams import HeldEvents
+
+log = get_logger(__name__)
 
 
 class PodIntake:
@@ -38,10 +41,7 @@ class PodIntake:
         meta = raw.get("metadata") or {}
         namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
         if not self._scope.knows(namespace):
-            # The namespace stream may lag the pod stream: read its opt-out before deciding.
-            found = await self._kube.get_namespace(namespace)
-            if found is not None:
-                self._scope.learn_namespace(found)
+            await self._learn_namespace(namespace)
         if not self._scope.tracks(raw, has_record=self._writer.get(namespace, name) is not None):
             return
         self._metrics.observations.labels(stream="pods").inc()
@@ -56,6 +56,24 @@ class PodIntake:
                     namespace, name, uid if isinstance(uid, str) else None, self._clock(), True
                 )
             )
+
+    async def _learn_namespace(self, namespace: str) -> None:
+        """Read a namespace's opt-out before deciding: the namespace stream may lag the pods'.
+
+        After a few failed tries the pod's own annotation decides alone (the namespace stays
+        unknown, so its next pod asks again): a sick API server must not stop the pod stream.
+        """
+        try:
+            found = await self._kube.retried(lambda: self._kube.get_namespace(namespace))
+        except Exception as error:
+            log.warning(
+                "namespace unreadable: the pod's own annotation decides",
+                namespace=namespace,
+                error=str(error) or type(error).__name__,
+            )
+            return
+        if found is not None:
+            self._scope.learn_namespace(found)
 
     def missing_after_listing(self, namespace: str | None, listed_uids: Iterable[str]) -> None:
         """Close the records whose pod a full listing no longer shows (deleted unseen)."""

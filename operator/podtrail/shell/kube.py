@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import random
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+import traceback
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
+
+from podtrail.shell.backoff import Backoff
+from podtrail.shell.logs import get_logger
 
 GROUP = "podtrail.io"
 VERSION = "v1alpha1"
@@ -21,8 +27,18 @@ KIND = "PodLifecycleRecord"
 
 _PAGE = 500
 _WATCH_SECONDS = 290
+_WATCH_READ_SECONDS = _WATCH_SECONDS + 30  # silence past the server's own end: a frozen server
+_QUICK_END_SECONDS = 10.0  # a watch that ends sooner with nothing in it did not really work
+DEFAULT_REQUEST_SECONDS = 30.0
+DEFAULT_CONNECT_SECONDS = 10.0
+ONE_SHOT_ATTEMPTS = 3
 
 Raw = dict[str, Any]
+Sleep = Callable[[float], Awaitable[None]]
+RequestHook = Callable[[str, str], None]
+T = TypeVar("T")
+
+log = get_logger(__name__)
 
 
 class KubeError(Exception):
@@ -104,17 +120,141 @@ class Page:
     version: str | None
 
 
-class Kube:
-    """A thin async facade over the API calls the operator makes; every result is a plain dict."""
+def _uncounted(result: str) -> None:
+    """No request counter was given."""
 
-    def __init__(self, api: client.ApiClient) -> None:
+
+def _nothing() -> None:
+    """No success callback was given."""
+
+
+def _result_of(status: int) -> str:
+    if 200 <= status <= 299:
+        return "2xx"
+    if status in (410, 429):
+        return str(status)
+    return "5xx" if status >= 500 else "4xx"
+
+
+@dataclass(frozen=True, slots=True)
+class CallPolicy:
+    """How every API call is bounded in time, counted, and waited for after a failure.
+
+    Attributes:
+        request_timeout: the most a one-shot call or a list page may take, in seconds, from
+            connecting to the last byte; also the most a watch may take to start answering.
+        connect_timeout: the most connecting may take, in seconds.
+        on_request: called once per request with (call, result). `call` is one of "list",
+            "watch", "get", "create", "update", "patch", "delete"; `result` is "2xx", "4xx",
+            "5xx", "429" or "410" for the response's status (other non-2xx statuses count as
+            "4xx"), or "timeout" / "connection" when no response came. It runs on the event
+            loop: keep it cheap (a Prometheus counter).
+        sleep: how to wait (tests pass a fake clock's).
+        jitter: the backoff's random source, in [0, 1).
+        monotonic: the clock that tells a watch that ended early from one that ran its course.
+    """
+
+    request_timeout: float = DEFAULT_REQUEST_SECONDS
+    connect_timeout: float = DEFAULT_CONNECT_SECONDS
+    on_request: RequestHook | None = None
+    sleep: Sleep = asyncio.sleep
+    jitter: Callable[[], float] = random.random
+    monotonic: Callable[[], float] = time.monotonic
+
+    def one_shot_timeout(self) -> aiohttp.ClientTimeout:
+        """The bound on a one-shot call or a list page."""
+        return aiohttp.ClientTimeout(total=self.request_timeout, sock_connect=self.connect_timeout)
+
+    def watch_timeout(self) -> aiohttp.ClientTimeout:
+        """A watch runs for minutes: no total, but a silent socket ends it."""
+        return aiohttp.ClientTimeout(
+            total=None, sock_connect=self.connect_timeout, sock_read=_WATCH_READ_SECONDS
+        )
+
+    def counter(self, call: str) -> Callable[[str], None]:
+        """The request counter for one kind of call."""
+        hook = self.on_request
+        if hook is None:
+            return _uncounted
+        return lambda result: hook(call, result)
+
+    def backoff(self) -> Backoff:
+        """A fresh backoff using this policy's jitter."""
+        return Backoff(jitter=self.jitter)
+
+
+async def retrying(
+    attempt: Callable[[], Awaitable[T]],
+    *,
+    backoff: Backoff,
+    sleep: Sleep = asyncio.sleep,
+    attempts: int = ONE_SHOT_ATTEMPTS,
+) -> T:
+    """Run a one-shot call, trying again after transient failures, at most `attempts` times.
+
+    Waits through `backoff` (honouring Retry-After) between tries; a non-transient error, or the
+    last transient one, is raised.
+    """
+    tries = 1
+    while True:
+        try:
+            return await attempt()
+        except Exception as error:
+            if tries >= attempts or not is_transient(error):
+                raise
+            delay = backoff.next_delay(retry_after(error))
+        tries += 1
+        await sleep(delay)
+
+
+class Kube:
+    """A thin async facade over the API calls the operator makes; every result is a plain dict.
+
+    Every call is bounded in time (`request_timeout`, a 10 s connect bound; watches by the
+    server's timeoutSeconds and a read bound) and counted through `on_request` (see CallPolicy
+    for its contract). `sleep` and `jitter` are for tests.
+    """
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        *,
+        request_timeout: float = DEFAULT_REQUEST_SECONDS,
+        on_request: RequestHook | None = None,
+        sleep: Sleep = asyncio.sleep,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
         self._api = api
         self._core = client.CoreV1Api(api)
         self._discovery = client.DiscoveryV1Api(api)
         self._custom = client.CustomObjectsApi(api)
+        self._policy = CallPolicy(
+            request_timeout=request_timeout, on_request=on_request, sleep=sleep, jitter=jitter
+        )
+
+    def _raw(self) -> dict[str, Any]:
+        """The keyword arguments of every one-shot call: raw response, bounded in time."""
+        return {"_preload_content": False, "_request_timeout": self._policy.one_shot_timeout()}
+
+    def _count(self, call: str) -> Callable[[str], None]:
+        return self._policy.counter(call)
+
+    async def retried(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """A one-shot read tried again after transient failures (a few times, backing off).
+
+        For reads made while handling a stream's object, e.g.
+        `await kube.retried(lambda: kube.get_pod(namespace, name))`.
+        """
+        return await retrying(attempt, backoff=self._policy.backoff(), sleep=self._policy.sleep)
 
     @classmethod
-    async def connect(cls, kubeconfig: str | None = None) -> Kube:
+    async def connect(
+        cls,
+        kubeconfig: str | None = None,
+        *,
+        request_timeout: float = DEFAULT_REQUEST_SECONDS,
+        on_request: RequestHook | None = None,
+    ) -> Kube:
         """Use in-cluster credentials when there are some, else the kubeconfig."""
         configuration = client.Configuration()
         if kubeconfig is None:
@@ -128,7 +268,7 @@ class Kube:
             )
         api = client.ApiClient(configuration)
         await _ignore_environment(api, configuration)
-        return cls(api)
+        return cls(api, request_timeout=request_timeout, on_request=on_request)
 
     async def close(self) -> None:
         """Release the HTTP session."""
@@ -143,7 +283,7 @@ class Kube:
         JSON at once.
         """
         try:
-            async for page in _pages(self._records_call(namespace)):
+            async for page in _pages(self._records_call(namespace), policy=self._policy):
                 yield page
         except (ApiException, json.JSONDecodeError) as error:
             if isinstance(error, json.JSONDecodeError) or error.status == 404:
@@ -165,8 +305,9 @@ class Kube:
         try:
             return await _json(
                 self._custom.get_namespaced_custom_object(
-                    GROUP, VERSION, namespace, PLURAL, name, _preload_content=False
-                )
+                    GROUP, VERSION, namespace, PLURAL, name, **self._raw()
+                ),
+                self._count("get"),
             )
         except ApiException as error:
             if error.status == 404:
@@ -184,8 +325,9 @@ class Kube:
         try:
             return await _json(
                 self._custom.create_namespaced_custom_object(
-                    GROUP, VERSION, namespace, PLURAL, body, _preload_content=False
-                )
+                    GROUP, VERSION, namespace, PLURAL, body, **self._raw()
+                ),
+                self._count("create"),
             )
         except ApiException as error:
             text = _body_text(error)
@@ -206,8 +348,9 @@ class Kube:
         try:
             return await _json(
                 self._custom.replace_namespaced_custom_object_status(
-                    GROUP, VERSION, namespace, PLURAL, name, body, _preload_content=False
-                )
+                    GROUP, VERSION, namespace, PLURAL, name, body, **self._raw()
+                ),
+                self._count("update"),
             )
         except ApiException as error:
             raise _translate(error) from error
@@ -220,8 +363,9 @@ class Kube:
         try:
             return await _json(
                 self._custom.patch_namespaced_custom_object(
-                    GROUP, VERSION, namespace, PLURAL, name, patch, _preload_content=False
-                )
+                    GROUP, VERSION, namespace, PLURAL, name, patch, **self._raw()
+                ),
+                self._count("patch"),
             )
         except ApiException as error:
             raise _translate(error) from error
@@ -237,8 +381,9 @@ class Kube:
                     PLURAL,
                     name,
                     body=client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid)),
-                    _preload_content=False,
-                )
+                    **self._raw(),
+                ),
+                self._count("delete"),
             )
         except ApiException as error:
             if error.status == 404:
@@ -277,7 +422,10 @@ class Kube:
             "count": 1,
         }
         try:
-            await _json(self._core.create_namespaced_event(namespace, body, _preload_content=False))
+            await _json(
+                self._core.create_namespaced_event(namespace, body, **self._raw()),
+                self._count("create"),
+            )
         except ApiException as error:
             raise _translate(error) from error
 
@@ -287,7 +435,7 @@ class Kube:
         """One pod as the API shows it, or None."""
         try:
             return await _json(
-                self._core.read_namespaced_pod(name, namespace, _preload_content=False)
+                self._core.read_namespaced_pod(name, namespace, **self._raw()), self._count("get")
             )
         except ApiException as error:
             if error.status == 404:
@@ -300,7 +448,7 @@ class Kube:
             call = _partial(self._core.list_pod_for_all_namespaces)
         else:
             call = _partial(self._core.list_namespaced_pod, namespace)
-        items = await _list_pages(call, metadata_only=True)
+        items = await _list_pages(call, metadata_only=True, policy=self._policy)
         identities = set()
         for item in items:
             meta = item.get("metadata") or {}
@@ -310,7 +458,7 @@ class Kube:
     async def get_namespace(self, name: str) -> Raw | None:
         """One namespace, or None."""
         try:
-            return await _json(self._core.read_namespace(name, _preload_content=False))
+            return await _json(self._core.read_namespace(name, **self._raw()), self._count("get"))
         except ApiException as error:
             if error.status == 404:
                 return None
@@ -318,7 +466,9 @@ class Kube:
 
     async def list_namespaces(self) -> list[Raw]:
         """Every namespace, as metadata only."""
-        return await _list_pages(_partial(self._core.list_namespace), metadata_only=True)
+        return await _list_pages(
+            _partial(self._core.list_namespace), metadata_only=True, policy=self._policy
+        )
 
     # --- leases ---------------------------------------------------------------------------------
 
@@ -333,7 +483,8 @@ class Kube:
         """A coordination.k8s.io/v1 Lease, or None when it does not exist."""
         try:
             return await _json(
-                self._coordination().read_namespaced_lease(name, namespace, _preload_content=False)
+                self._coordination().read_namespaced_lease(name, namespace, **self._raw()),
+                self._count("get"),
             )
         except ApiException as error:
             if error.status == 404:
@@ -345,8 +496,9 @@ class Kube:
         try:
             return await _json(
                 self._coordination().create_namespaced_lease(
-                    namespace, self._any(lease), _preload_content=False
-                )
+                    namespace, self._any(lease), **self._raw()
+                ),
+                self._count("create"),
             )
         except ApiException as error:
             raise _translate(error) from error
@@ -356,16 +508,24 @@ class Kube:
         try:
             return await _json(
                 self._coordination().replace_namespaced_lease(
-                    name, namespace, self._any(lease), _preload_content=False
-                )
+                    name, namespace, self._any(lease), **self._raw()
+                ),
+                self._count("update"),
             )
         except ApiException as error:
             raise _translate(error) from error
 
     # --- streams -------------------------------------------------------------------------------
+    #
+    # Each stream calls `on_restart(cause)` after every failure, before backing off (causes:
+    # see _cause_of), and `on_up()` when a list page or a watch response arrives. It ends only
+    # when cancelled or closed.
 
     def pod_events(
-        self, namespace: str | None, on_restart: Callable[[str], None]
+        self,
+        namespace: str | None,
+        on_restart: Callable[[str], None],
+        on_up: Callable[[], None] = _nothing,
     ) -> AsyncIterator[StreamItem]:
         """Events about pods, filtered by the API server (not in this process)."""
         selector = "involvedObject.kind=Pod"
@@ -373,37 +533,56 @@ class Kube:
             call = _partial(self._core.list_event_for_all_namespaces, field_selector=selector)
         else:
             call = _partial(self._core.list_namespaced_event, namespace, field_selector=selector)
-        return _list_then_watch(call, on_restart)
+        return _list_then_watch(call, on_restart, on_up=on_up, policy=self._policy, name="events")
 
     def records(
-        self, namespace: str | None, on_restart: Callable[[str], None], since: str
+        self,
+        namespace: str | None,
+        on_restart: Callable[[str], None],
+        since: str,
+        on_up: Callable[[], None] = _nothing,
     ) -> AsyncIterator[StreamItem]:
         """Records, watched from the version of a listing already taken.
 
         Every status write comes back through this watch, so it stays out of Kopf, whose
         per-event processing cost more than the write itself.
         """
-        return _list_then_watch(self._records_call(namespace), on_restart, since or None)
+        return _list_then_watch(
+            self._records_call(namespace),
+            on_restart,
+            since or None,
+            on_up=on_up,
+            policy=self._policy,
+            name="records",
+        )
 
     def pods(
-        self, namespace: str | None, on_restart: Callable[[str], None]
+        self,
+        namespace: str | None,
+        on_restart: Callable[[str], None],
+        on_up: Callable[[], None] = _nothing,
     ) -> AsyncIterator[StreamItem]:
         """Pods, every change in order (Kopf's per-object batching would skip states)."""
         if namespace is None:
             call = _partial(self._core.list_pod_for_all_namespaces)
         else:
             call = _partial(self._core.list_namespaced_pod, namespace)
-        return _list_then_watch(call, on_restart)
+        return _list_then_watch(call, on_restart, on_up=on_up, policy=self._policy, name="pods")
 
     def endpoint_slices(
-        self, namespace: str | None, on_restart: Callable[[str], None]
+        self,
+        namespace: str | None,
+        on_restart: Callable[[str], None],
+        on_up: Callable[[], None] = _nothing,
     ) -> AsyncIterator[StreamItem]:
         """EndpointSlices, to see a terminating pod leave its Services."""
         if namespace is None:
             call = _partial(self._discovery.list_endpoint_slice_for_all_namespaces)
         else:
             call = _partial(self._discovery.list_namespaced_endpoint_slice, namespace)
-        return _list_then_watch(call, on_restart)
+        return _list_then_watch(
+            call, on_restart, on_up=on_up, policy=self._policy, name="endpointslices"
+        )
 
 
 async def _ignore_environment(api: client.ApiClient, configuration: client.Configuration) -> None:
@@ -441,25 +620,49 @@ def _partial(function: Call, *args: Any, **kwargs: Any) -> Call:
     return call
 
 
-async def _json(pending: Awaitable[Any]) -> Raw:
-    response: aiohttp.ClientResponse = await pending
+async def _respond(pending: Awaitable[Any], count: Callable[[str], None]) -> aiohttp.ClientResponse:
+    """The raw response of a call, counted; a status other than 2xx is raised as ApiException."""
+    try:
+        response: aiohttp.ClientResponse = await pending
+    except TimeoutError:  # before ClientError: aiohttp's time-outs are both
+        count("timeout")
+        raise
+    except (aiohttp.ClientError, OSError):
+        count("connection")
+        raise
+    count(_result_of(response.status))
+    if 200 <= response.status <= 299:
+        return response
     try:
         payload = await response.read()
     finally:
         response.release()
-    if not 200 <= response.status <= 299:
-        # A raw (unpreloaded) response is not checked by the client library: do it here.
-        error = ApiException(status=response.status, reason=response.reason)
-        error.body = payload
-        error.headers = response.headers
-        raise error
+    # A raw (unpreloaded) response is not checked by the client library: do it here, keeping
+    # the headers for Retry-After.
+    error = ApiException(status=response.status, reason=response.reason)
+    error.body = payload
+    error.headers = response.headers
+    raise error
+
+
+async def _json(pending: Awaitable[Any], count: Callable[[str], None] = _uncounted) -> Raw:
+    response = await _respond(pending, count)
+    try:
+        payload = await response.read()
+    finally:
+        response.release()
     data = json.loads(payload)
     if not isinstance(data, dict):
         raise KubeError("the API answered with something other than an object")
     return data
 
 
-async def _pages(call: Call, *, metadata_only: bool = False) -> AsyncIterator[Page]:
+_DEFAULT_POLICY = CallPolicy()
+
+
+async def _pages(
+    call: Call, *, metadata_only: bool = False, policy: CallPolicy = _DEFAULT_POLICY
+) -> AsyncIterator[Page]:
     """A full listing, one page at a time: no response, and no list, holds every object."""
     token: str | None = None
     headers = (
@@ -467,13 +670,18 @@ async def _pages(call: Call, *, metadata_only: bool = False) -> AsyncIterator[Pa
         if metadata_only
         else None
     )
+    count = policy.counter("list")
     while True:
-        kwargs: dict[str, Any] = {"limit": _PAGE, "_preload_content": False}
+        kwargs: dict[str, Any] = {
+            "limit": _PAGE,
+            "_preload_content": False,
+            "_request_timeout": policy.one_shot_timeout(),
+        }
         if token:
             kwargs["_continue"] = token
         if headers:
             kwargs["_headers"] = headers
-        page = await _json(call(**kwargs))
+        page = await _json(call(**kwargs), count)
         meta = page.get("metadata") or {}
         token = meta.get("continue") or None
         yield Page(
@@ -483,72 +691,208 @@ async def _pages(call: Call, *, metadata_only: bool = False) -> AsyncIterator[Pa
             return
 
 
-async def _list_pages(call: Call, *, metadata_only: bool = False) -> list[Raw]:
+async def _list_pages(
+    call: Call, *, metadata_only: bool = False, policy: CallPolicy = _DEFAULT_POLICY
+) -> list[Raw]:
     """A whole listing of something small (namespaces, metadata only)."""
     items: list[Raw] = []
-    async for page in _pages(call, metadata_only=metadata_only):
+    async for page in _pages(call, metadata_only=metadata_only, policy=policy):
         items.extend(page.items)
     return items
 
 
-async def _list_then_watch(
-    call: Call, on_restart: Callable[[str], None], since: str | None = None
+class _StreamError(Exception):
+    """A watch failed inside a good response (an ERROR event, a bad line, an early end)."""
+
+    def __init__(self, cause: str, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.cause = cause
+        # Read by retry_after(), like an API error's headers.
+        self.headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+
+
+def _cause_of_status(status: int) -> str:
+    if status == 410:
+        return "gone"
+    if status == 429:
+        return "throttled"
+    return "server-error" if status >= 500 else "client-error"
+
+
+def _cause_of(error: Exception) -> str:
+    """Why a stream restarts, one of a closed set.
+
+    gone (410: re-list), throttled (429), server-error (5xx), client-error (other 4xx),
+    connection, timeout, decode (an undecodable answer), empty (a watch that ended at once with
+    nothing in it), unexpected (anything else: a bug, logged with its traceback).
+    """
+    if isinstance(error, _StreamError):
+        return error.cause
+    if isinstance(error, ApiException):
+        return _cause_of_status(int(error.status or 0))
+    if isinstance(error, TimeoutError):  # before ClientError: aiohttp's time-outs are both
+        return "timeout"
+    if isinstance(error, aiohttp.ClientError | OSError):
+        return "connection"
+    if isinstance(error, ValueError | KubeError):  # JSON and UTF-8 errors are ValueErrors
+        return "decode"
+    return "unexpected"
+
+
+def _short_traceback(error: BaseException) -> str:
+    """Where an unexpected error came from, without the frames' locals (costly to render)."""
+    return "".join(traceback.format_exception(error, limit=-8))
+
+
+def _in_band_error(status: Raw) -> _StreamError:
+    """A watch's ERROR event (a Status object) as a failure to back off from."""
+    code = status.get("code")
+    code = code if isinstance(code, int) else 500
+    details = status.get("details") or {}
+    wait = details.get("retryAfterSeconds") if isinstance(details, dict) else None
+    return _StreamError(
+        _cause_of_status(code),
+        f"watch error {code}: {status.get('message', '')}",
+        float(wait) if isinstance(wait, int | float) else None,
+    )
+
+
+def _decode(line: bytes) -> tuple[str, Raw]:
+    try:
+        event = json.loads(line)
+    except ValueError as error:
+        raise _StreamError("decode", f"undecodable watch line: {error}") from error
+    obj = event.get("object") if isinstance(event, dict) else None
+    if not isinstance(obj, dict):
+        raise _StreamError("decode", "watch event without an object")
+    return str(event.get("type")), obj
+
+
+def _list_then_watch(
+    call: Call,
+    on_restart: Callable[[str], None],
+    since: str | None = None,
+    *,
+    on_up: Callable[[], None] = _nothing,
+    policy: CallPolicy = _DEFAULT_POLICY,
+    name: str = "stream",
 ) -> AsyncIterator[StreamItem]:
     """List page by page (unless told where to start), then watch from the listing's version.
 
-    A listing is LISTING, its pages as LISTED, then SYNCED. Re-lists after 410 Gone; never
-    gives up.
+    A listing is LISTING, its pages as LISTED, then SYNCED. Every failure (see _cause_of) is
+    reported to `on_restart(cause)` and waited out through a Backoff (capped, jittered,
+    honouring Retry-After) on `policy.sleep`; 410 Gone re-lists (at once the first time). A
+    watch that runs its course is watched again at once, with no restart counted. `on_up()`
+    is called for every list page and every watch response that arrives. Never ends but by
+    cancellation.
     """
-    version = since
-    backoff = 0.5
-    while True:
-        try:
-            if version is None:
-                yield StreamItem("LISTING")
-                async for page in _pages(call):
-                    yield StreamItem("LISTED", items=tuple(page.items))
-                    version = page.version or version
-                yield StreamItem("SYNCED")
-            response: aiohttp.ClientResponse = await call(
-                watch=True,
-                resource_version=version,
-                allow_watch_bookmarks=True,
-                timeout_seconds=_WATCH_SECONDS,
-                _preload_content=False,
-                _request_timeout=aiohttp.ClientTimeout(
-                    total=None, sock_connect=10, sock_read=_WATCH_SECONDS + 30
-                ),
-            )
+    return _Stream(call, on_restart, on_up, policy, name, since).items()
+
+
+class _Stream:
+    """The state of one list-then-watch stream: where it is, and how long to wait next."""
+
+    def __init__(
+        self,
+        call: Call,
+        on_restart: Callable[[str], None],
+        on_up: Callable[[], None],
+        policy: CallPolicy,
+        name: str,
+        since: str | None,
+    ) -> None:
+        self._call = call
+        self._on_restart = on_restart
+        self._on_up = on_up
+        self._policy = policy
+        self._name = name
+        self._version = since
+        self._backoff = policy.backoff()
+        self._count_watch = policy.counter("watch")
+
+    async def items(self) -> AsyncIterator[StreamItem]:
+        while True:
             try:
-                async for line in _lines(response):
-                    event = json.loads(line)
-                    kind = event.get("type")
-                    obj = event.get("object") or {}
-                    if kind == "ERROR":
-                        if obj.get("code") == 410:
-                            on_restart("gone")
-                            version = None
-                        break
-                    new_version = (obj.get("metadata") or {}).get("resourceVersion")
-                    if new_version:
-                        version = new_version
-                    if kind in {"ADDED", "MODIFIED", "DELETED"}:
-                        yield StreamItem(kind, obj=obj)
-                backoff = 0.5
-            finally:
-                response.release()
-        except asyncio.CancelledError:
-            raise
-        except ApiException as error:
-            on_restart("gone" if error.status == 410 else "api-error")
-            if error.status == 410:
-                version = None
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 30.0)
-        except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError):
-            on_restart("connection")
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 30.0)
+                if self._version is None:
+                    async with contextlib.aclosing(self._listing()) as listing:
+                        async for item in listing:
+                            yield item
+                async with contextlib.aclosing(self._watch()) as watch:
+                    async for item in watch:
+                        yield item
+            except Exception as error:  # cancellation is no Exception: it ends the stream
+                await self._failed(error)
+
+    async def _listing(self) -> AsyncGenerator[StreamItem]:
+        yield StreamItem("LISTING")
+        version = None
+        async for page in _pages(self._call, policy=self._policy):
+            self._on_up()
+            yield StreamItem("LISTED", items=tuple(page.items))
+            version = page.version or version
+        yield StreamItem("SYNCED")
+        if version is None:  # watching from nowhere would re-list at once, forever
+            raise _StreamError("decode", "a listing without a resourceVersion")
+        self._version = version
+
+    async def _open_watch(self) -> aiohttp.ClientResponse:
+        pending = self._call(
+            watch=True,
+            resource_version=self._version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=_WATCH_SECONDS,
+            _preload_content=False,
+            _request_timeout=self._policy.watch_timeout(),
+        )
+        # The server answers a watch at once; only then may it stay silent for minutes.
+        response = await _respond(
+            asyncio.wait_for(pending, self._policy.request_timeout), self._count_watch
+        )
+        self._on_up()
+        return response
+
+    async def _watch(self) -> AsyncGenerator[StreamItem]:
+        response = await self._open_watch()
+        started = self._policy.monotonic()
+        worked = False
+        try:
+            async for line in _lines(response):
+                kind, obj = _decode(line)
+                if kind == "ERROR":
+                    raise _in_band_error(obj)
+                if not worked:
+                    worked = True
+                    self._backoff.reset()
+                version = (obj.get("metadata") or {}).get("resourceVersion")
+                if version:
+                    self._version = str(version)
+                if kind in {"ADDED", "MODIFIED", "DELETED"}:
+                    yield StreamItem(kind, obj=obj)
+        finally:
+            response.release()
+        if not worked and self._policy.monotonic() - started < _QUICK_END_SECONDS:
+            raise _StreamError("empty", "the watch ended at once with nothing in it")
+        self._backoff.reset()
+
+    async def _failed(self, error: Exception) -> None:
+        cause = _cause_of(error)
+        first = self._backoff.failures == 0
+        delay = self._backoff.next_delay(retry_after(error))
+        if cause == "gone":
+            self._version = None
+            if first:
+                delay = 0.0  # the usual expiry: re-list at once; repeated ones wait
+        self._on_restart(cause)
+        log.warning(
+            "stream restarts",
+            stream=self._name,
+            cause=cause,
+            delay_seconds=round(delay, 3),
+            error=str(error) or type(error).__name__,
+            traceback=_short_traceback(error) if cause == "unexpected" else None,
+        )
+        if delay > 0:
+            await self._policy.sleep(delay)
 
 
 async def _lines(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:

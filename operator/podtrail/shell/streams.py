@@ -2,18 +2,83 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+import traceback
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from podtrail import core
+from podtrail.shell.health import StreamHealth
 from podtrail.shell.kube import Kube, StreamItem
+from podtrail.shell.logs import get_logger
 from podtrail.shell.metrics import Metrics
 from podtrail.shell.persist import RecordWriter
 
 RecordKey = tuple[str, str]
+ItemErrorHook = Callable[[str], None]
+
+log = get_logger(__name__)
+
+
+class StreamReport:
+    """What one stream tells the metrics, the health and the log.
+
+    `on_item_error(stream)` is called each time handling one object failed (the error is
+    logged, and the stream goes on with the next object). The health key is
+    "<stream>:<namespace or 'all'>", e.g. "pods:all".
+    """
+
+    def __init__(
+        self,
+        stream: str,
+        namespace: str | None,
+        metrics: Metrics,
+        health: StreamHealth | None = None,
+        on_item_error: ItemErrorHook | None = None,
+    ) -> None:
+        self.stream = stream
+        self.key = f"{stream}:{namespace or 'all'}"
+        self._metrics = metrics
+        self._health = health
+        self._on_item_error = on_item_error
+        if health is not None:
+            health.started(self.key)
+
+    def restarted(self, cause: str) -> None:
+        """The stream failed and backs off (see kube._cause_of for the causes)."""
+        self._metrics.stream_restarts.labels(stream=self.stream, cause=cause).inc()
+        if self._health is not None:
+            self._health.failed(self.key, cause)
+
+    def up(self) -> None:
+        """A list page or a watch response arrived."""
+        if self._health is not None:
+            self._health.succeeded(self.key)
+
+    @contextlib.contextmanager
+    def one_object(self, raw: Mapping[str, Any] | None = None) -> Iterator[None]:
+        """Handle one object: an error is logged and counted, and the stream goes on.
+
+        Cancellation is no Exception: it passes through.
+        """
+        try:
+            yield
+        except Exception as error:
+            meta = (raw or {}).get("metadata") or {}
+            log.warning(
+                "stream object not handled",
+                stream=self.key,
+                namespace=meta.get("namespace"),
+                name=meta.get("name"),
+                error=str(error) or type(error).__name__,
+                # The frames, not their locals: rendering locals costs seconds per error.
+                traceback="".join(traceback.format_exception(error, limit=-8)),
+            )
+            if self._on_item_error is not None:
+                self._on_item_error(self.stream)
 
 
 class HeldEvents:
@@ -73,22 +138,29 @@ async def follow_pod_events(
     writer: RecordWriter,
     held: HeldEvents,
     metrics: Metrics,
+    *,
+    health: StreamHealth | None = None,
+    on_item_error: ItemErrorHook | None = None,
 ) -> None:
     """Feed every Event about a pod to its record (or hold it until the pod is seen)."""
-
-    def restarted(cause: str) -> None:
-        metrics.stream_restarts.labels(stream="events", cause=cause).inc()
-
-    async for item in kube.pod_events(namespace, restarted):
+    report = StreamReport("events", namespace, metrics, health, on_item_error)
+    async for item in kube.pod_events(namespace, report.restarted, report.up):
         for raw in _objects(item):
-            observation = core.observe_event(raw)
-            if observation is None:
-                continue
-            metrics.observations.labels(stream="events").inc()
-            if writer.get(observation.namespace, observation.pod_name) is None:
-                held.hold(observation)
-            else:
-                writer.submit(observation)
+            with report.one_object(raw):
+                _take_event(raw, writer, held, metrics)
+
+
+def _take_event(
+    raw: dict[str, Any], writer: RecordWriter, held: HeldEvents, metrics: Metrics
+) -> None:
+    observation = core.observe_event(raw)
+    if observation is None:
+        return
+    metrics.observations.labels(stream="events").inc()
+    if writer.get(observation.namespace, observation.pod_name) is None:
+        held.hold(observation)
+    else:
+        writer.submit(observation)
 
 
 def _objects(item: StreamItem) -> tuple[dict[str, Any], ...]:
@@ -120,27 +192,30 @@ async def follow_endpoint_slices(
     writer: RecordWriter,
     metrics: Metrics,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    *,
+    health: StreamHealth | None = None,
+    on_item_error: ItemErrorHook | None = None,
 ) -> None:
     """Feed each tracked pod's endpoint changes (conditions, removal) to its record."""
+    report = StreamReport("endpointslices", namespace, metrics, health, on_item_error)
     known: dict[str, dict[str, Any]] = {}
 
-    def restarted(cause: str) -> None:
-        metrics.stream_restarts.labels(stream="endpointslices", cause=cause).inc()
-
     def changed(old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
-        for observation in core.observe_endpoint_slice_change(old, new, now=clock()):
-            metrics.observations.labels(stream="endpointslices").inc()
-            if writer.get(observation.namespace, observation.pod_name) is not None:
-                writer.submit(observation)
+        with report.one_object(new or old):
+            for observation in core.observe_endpoint_slice_change(old, new, now=clock()):
+                metrics.observations.labels(stream="endpointslices").inc()
+                if writer.get(observation.namespace, observation.pod_name) is not None:
+                    writer.submit(observation)
 
     listed: dict[str, dict[str, Any]] = {}
-    async for item in kube.endpoint_slices(namespace, restarted):
+    async for item in kube.endpoint_slices(namespace, report.restarted, report.up):
         if item.kind == "LISTING":
             listed = {}
         elif item.kind == "LISTED":
             for raw in item.items:
-                slim = _slim_slice(raw)
-                listed[str(slim["metadata"]["uid"])] = slim
+                with report.one_object(raw):
+                    slim = _slim_slice(raw)
+                    listed[str(slim["metadata"]["uid"])] = slim
         elif item.kind == "SYNCED":
             for uid, old in list(known.items()):
                 if uid not in listed:
@@ -149,13 +224,14 @@ async def follow_endpoint_slices(
                 changed(known.get(uid), new)
             known, listed = listed, {}
         elif item.obj is not None:
-            slim = _slim_slice(item.obj)
-            uid = str(slim["metadata"]["uid"])
-            if item.kind == "DELETED":
-                changed(known.pop(uid, None), None)
-            else:
-                changed(known.get(uid), slim)
-                known[uid] = slim
+            with report.one_object(item.obj):
+                slim = _slim_slice(item.obj)
+                uid = str(slim["metadata"]["uid"])
+                if item.kind == "DELETED":
+                    changed(known.pop(uid, None), None)
+                else:
+                    changed(known.get(uid), slim)
+                    known[uid] = slim
 
 
 async def follow_pods(
@@ -164,29 +240,32 @@ async def follow_pods(
     take: Callable[[dict[str, Any], bool], Awaitable[None]],
     missing: Callable[[str | None, list[str]], None],
     metrics: Metrics,
+    *,
+    health: StreamHealth | None = None,
+    on_item_error: ItemErrorHook | None = None,
 ) -> None:
     """Every pod change, in order, each one: no state in between is skipped.
 
     A listing (at start and after 410 Gone) is taken pod by pod, then the records of pods it no
-    longer shows are closed.
+    longer shows are closed. A pod whose handling fails is logged and skipped.
     """
-
-    def restarted(cause: str) -> None:
-        metrics.stream_restarts.labels(stream="pods", cause=cause).inc()
-
+    report = StreamReport("pods", namespace, metrics, health, on_item_error)
     uids: list[str] = []
-    async for item in kube.pods(namespace, restarted):
+    async for item in kube.pods(namespace, report.restarted, report.up):
         if item.kind == "LISTING":
             uids = []
         elif item.kind == "LISTED":
             for raw in item.items:
                 uids.append(str((raw.get("metadata") or {}).get("uid")))
-                await take(raw, False)
+                with report.one_object(raw):
+                    await take(raw, False)
         elif item.kind == "SYNCED":
-            missing(namespace, uids)
+            with report.one_object():
+                missing(namespace, uids)
             uids = []
         elif item.obj is not None:
-            await take(item.obj, item.kind == "DELETED")
+            with report.one_object(item.obj):
+                await take(item.obj, item.kind == "DELETED")
 
 
 async def follow_records(
@@ -195,18 +274,21 @@ async def follow_records(
     since: str,
     take: Callable[[dict[str, Any], bool], Awaitable[None]],
     metrics: Metrics,
+    *,
+    health: StreamHealth | None = None,
+    on_item_error: ItemErrorHook | None = None,
 ) -> None:
     """Every record change after the start-up listing: users' records, spec edits, deletions.
 
     A listing after 410 Gone is taken record by record; a record deleted while the watch was
     gone stays known until a write finds it missing (and creates it again if its pod lives).
+    A record whose handling fails is logged and skipped.
     """
-
-    def restarted(cause: str) -> None:
-        metrics.stream_restarts.labels(stream="records", cause=cause).inc()
-
-    async for item in kube.records(namespace, restarted, since):
+    report = StreamReport("records", namespace, metrics, health, on_item_error)
+    async for item in kube.records(namespace, report.restarted, since, report.up):
         for raw in _objects(item):
-            await take(raw, False)
+            with report.one_object(raw):
+                await take(raw, False)
         if item.kind == "DELETED" and item.obj is not None:
-            await take(item.obj, True)
+            with report.one_object(item.obj):
+                await take(item.obj, True)
