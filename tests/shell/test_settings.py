@@ -1,6 +1,13 @@
 import pytest
 
-from podtrail.shell.settings import PodtrailSettings, parse_settings
+from podtrail import core
+from podtrail.shell.settings import (
+    RECORD_SIZE_LIMIT,
+    PodtrailSettings,
+    invalid_settings,
+    parse_settings,
+    record_limits,
+)
 
 
 def test_defaults() -> None:
@@ -56,3 +63,57 @@ def test_a_bad_environment_variable_is_refused_by_name(capsys: pytest.CaptureFix
     with pytest.raises(SystemExit):
         parse_settings([], env={"PODTRAIL_METRICS_PORT": "tcp://10.0.0.7:9090"})
     assert "--metrics-port" in capsys.readouterr().err
+
+
+def test_messages_policy_from_flag_and_environment() -> None:
+    assert parse_settings([], env={}).messages == "first-line"
+    assert parse_settings([], env={"PODTRAIL_MESSAGES": "none"}).messages == "none"
+    flagged = parse_settings(["--messages", "first-line"], env={"PODTRAIL_MESSAGES": "none"})
+    assert flagged.messages == "first-line"
+    assert record_limits(parse_settings(["--messages", "none"], env={})).messages == "none"
+
+
+@pytest.mark.parametrize(
+    "argv", [["--messages", "all"], ["--timeline-entries", "1001"], ["--message-length", "4096"]]
+)
+def test_impossible_record_limits_are_refused(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        parse_settings(argv, env={})
+    assert argv[0] in capsys.readouterr().err
+
+
+def test_a_bad_messages_variable_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_settings([], env={"PODTRAIL_MESSAGES": "everything"})
+    assert "--messages" in capsys.readouterr().err
+
+
+def test_records_that_could_pass_1_mib_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_settings(["--timeline-entries", "1000", "--message-length", "1024"], env={})
+    error = capsys.readouterr().err
+    assert "--timeline-entries 1000 with --message-length 1024 allows records of up to" in error
+    assert "MiB; the limit is 1 MiB: lower one of them" in error
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["--messages", "none"],
+        ["--messages", "none", "--timeline-entries", "250"],
+        ["--timeline-entries", "20", "--message-length", "1024", "--previous-instances", "20"],
+    ],
+)
+def test_settings_within_the_size_limit_are_accepted(argv: list[str]) -> None:
+    settings = parse_settings(argv, env={})
+    assert core.record_size_bound(record_limits(settings)) < RECORD_SIZE_LIMIT
+
+
+def test_the_size_problem_names_the_flags_in_play() -> None:
+    wide = PodtrailSettings(timeline_entries=1000, messages="none", previous_instances=20)
+    (problem,) = invalid_settings(wide)
+    assert problem.startswith("--timeline-entries 1000 with --messages none and ")
+    assert "--previous-instances 20" in problem and "lower --timeline-entries" in problem

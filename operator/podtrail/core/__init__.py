@@ -5,7 +5,7 @@ The core imports only the standard library, reads no clock and does no I/O.
 
 from .advance import Advance, Step, advance, load_record, render_record, step
 from .facts import Fact, FactType, Source
-from .limits import Limits
+from .limits import Limits, MessagePolicy
 from .model import Record
 from .observe import (
     EndpointSeen,
@@ -17,6 +17,7 @@ from .observe import (
     observe_event,
     observe_pod,
 )
+from .size import record_size_bound
 from .termination import Outcome
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "Fact",
     "FactType",
     "Limits",
+    "MessagePolicy",
     "Observation",
     "Outcome",
     "PodGone",
@@ -38,6 +40,7 @@ __all__ = [
     "observe_endpoint_slice_change",
     "observe_event",
     "observe_pod",
+    "record_size_bound",
     "render_record",
     "step",
 ]

@@ -20,6 +20,7 @@ from .facts import (
     Merge,
     Probe,
     Source,
+    kept_message,
     make_key,
     one_line,
     signal_of,
@@ -69,7 +70,10 @@ def uid_of(record: Record, pod_uid: str | None) -> str:
     return pod_uid or record.pod_uid or "-"
 
 
-def _text(value: str | None, limit: int = SUMMARY_TEXT) -> str:
+def _text(value: str | None, limits: Limits, limit: int = SUMMARY_TEXT) -> str:
+    """A message's first line for a summary, or nothing when messages are not kept."""
+    if not limits.keeps_messages():
+        return ""
     return one_line(value, limit) or ""
 
 
@@ -90,7 +94,6 @@ def _cap(text: str) -> str:
 
 def _pod_facts(record: Record, pod: PodSeen, now: datetime, limits: Limits) -> list[Fact]:
     uid = uid_of(record, pod.pod_uid)
-    msg = limits.message_cap()
     facts: list[Fact] = []
     if record.created is None:
         owner = f" by {pod.owner.kind} {pod.owner.name}" if pod.owner else ""
@@ -104,8 +107,8 @@ def _pod_facts(record: Record, pod: PodSeen, now: datetime, limits: Limits) -> l
                 pod_uid=pod.pod_uid,
             )
         )
-    facts += _phase_facts(record, pod, uid, now, msg)
-    facts += _condition_facts(record, pod, uid, now, msg)
+    facts += _phase_facts(record, pod, uid, now, limits)
+    facts += _condition_facts(record, pod, uid, now, limits)
     facts += _deletion_facts(record, pod, uid)
     window = _window(record, pod)
     for container in pod.containers:
@@ -134,7 +137,9 @@ def _phase_time(pod: PodSeen, now: datetime) -> tuple[datetime, str]:
     return now, Source.OBSERVED
 
 
-def _phase_facts(record: Record, pod: PodSeen, uid: str, now: datetime, msg: int) -> list[Fact]:
+def _phase_facts(
+    record: Record, pod: PodSeen, uid: str, now: datetime, limits: Limits
+) -> list[Fact]:
     if pod.phase is None or pod.phase == record.phase:
         return []
     if record.phase is None and pod.phase == "Pending":
@@ -154,7 +159,7 @@ def _phase_facts(record: Record, pod: PodSeen, uid: str, now: datetime, msg: int
             summary=summary,
             source=source,
             reason=pod.reason,
-            message=one_line(pod.message, msg),
+            message=kept_message(pod.message, limits),
             from_phase=record.phase,
             to_phase=pod.phase,
             merge=Merge.ADD,
@@ -173,7 +178,9 @@ _DISRUPTIONS = {
 _FIRST_SIGHT_FALSE = frozenset({"PodScheduled", "DisruptionTarget"})
 
 
-def _condition_facts(record: Record, pod: PodSeen, uid: str, now: datetime, msg: int) -> list[Fact]:
+def _condition_facts(
+    record: Record, pod: PodSeen, uid: str, now: datetime, limits: Limits
+) -> list[Fact]:
     facts: list[Fact] = []
     for cond in pod.conditions:
         old = record.condition(cond.type)
@@ -184,7 +191,7 @@ def _condition_facts(record: Record, pod: PodSeen, uid: str, now: datetime, msg:
             continue
         if old is None and cond.status != "True" and cond.type not in _FIRST_SIGHT_FALSE:
             continue
-        facts.append(_condition_fact(cond, pod, uid, now, msg))
+        facts.append(_condition_fact(cond, pod, uid, now, limits))
     if pod.reason == "Evicted" and record.pod_reason != "Evicted":
         target = next((c for c in pod.conditions if c.type == "DisruptionTarget"), None)
         time = target.last_transition_time if target else None
@@ -193,17 +200,19 @@ def _condition_facts(record: Record, pod: PodSeen, uid: str, now: datetime, msg:
                 key=make_key(uid, FactType.EVICTED),
                 type=FactType.EVICTED,
                 time=time or now,
-                summary=f"Evicted by the kubelet: {_text(pod.message)}".rstrip(": "),
+                summary=f"Evicted by the kubelet: {_text(pod.message, limits)}".rstrip(": "),
                 source=Source.STATUS if time else Source.OBSERVED,
                 reason=pod.reason,
-                message=one_line(pod.message, msg),
+                message=kept_message(pod.message, limits),
                 pod_uid=pod.pod_uid,
             )
         )
     return facts
 
 
-def _condition_fact(cond: ConditionSeen, pod: PodSeen, uid: str, now: datetime, msg: int) -> Fact:
+def _condition_fact(
+    cond: ConditionSeen, pod: PodSeen, uid: str, now: datetime, limits: Limits
+) -> Fact:
     time = cond.last_transition_time or now
     source = Source.STATUS if cond.last_transition_time else Source.OBSERVED
 
@@ -215,7 +224,7 @@ def _condition_fact(cond: ConditionSeen, pod: PodSeen, uid: str, now: datetime, 
             summary=summary,
             source=source,
             reason=cond.reason,
-            message=one_line(cond.message, msg),
+            message=kept_message(cond.message, limits),
             pod_uid=pod.pod_uid,
         )
 
@@ -233,7 +242,7 @@ def _condition_fact(cond: ConditionSeen, pod: PodSeen, uid: str, now: datetime, 
     disruption = _DISRUPTIONS.get(cond.reason or "")
     if cond.type == "DisruptionTarget" and cond.status == "True" and disruption:
         fact_type, text = disruption
-        detail = _text(cond.message)
+        detail = _text(cond.message, limits)
         return fact(make_key(uid, fact_type), fact_type, f"{text}: {detail}" if detail else text)
     summary = f"Condition {cond.type} is {cond.status}"
     if cond.reason:
@@ -303,7 +312,6 @@ def _container_facts(
 ) -> list[Fact]:
     old = record.container(c.name)
     label = _label(c.name, c.kind)
-    msg = limits.message_cap()
     facts: list[Fact] = []
 
     # Kubernetes keeps whole seconds and restarts a failing init container at once: two runs
@@ -368,7 +376,7 @@ def _container_facts(
                 source=Source.STATUS if when else Source.OBSERVED,
                 container=c.name,
                 reason=last.reason if last else None,
-                message=one_line(last.message, msg) if last else None,
+                message=kept_message(last.message, limits) if last else None,
                 exit_code=last.exit_code if last else None,
                 signal=signal_of(last.exit_code) if last else None,
                 count=c.restart_count - old_restarts,
@@ -385,7 +393,7 @@ def _container_facts(
     ):
         last_end = c.last_ended.finished_at if c.last_ended else None
         waited = last_end if c.reason == "CrashLoopBackOff" and last_end else None
-        detail = _text(c.message, 120)
+        detail = _text(c.message, limits, 120)
         facts.append(
             Fact(
                 key=make_key(uid, c.name, "waiting", c.reason),
@@ -395,7 +403,7 @@ def _container_facts(
                 source=Source.INFERRED if waited else Source.OBSERVED,
                 container=c.name,
                 reason=c.reason,
-                message=one_line(c.message, msg),
+                message=kept_message(c.message, limits),
                 merge=Merge.ADD,
                 pod_uid=pod.pod_uid,
             )
@@ -533,7 +541,7 @@ def _end_fact(
         source=source,
         container=c.name,
         reason=end.reason,
-        message=one_line(end.message, limits.message_cap()),
+        message=kept_message(end.message, limits),
         exit_code=code,
         signal=signal,
         pod_uid=pod.pod_uid,
@@ -607,18 +615,24 @@ def _event_rule(record: Record, ev: EventSeen) -> _Rule | None:
     return None
 
 
-def _event_summary(record: Record, ev: EventSeen, fact_type: str) -> str:
+def _event_summary(
+    record: Record, ev: EventSeen, fact_type: str, probe: str | None, limits: Limits
+) -> str:
     kind = ContainerKind.INIT if ev.init_container else ContainerKind.APP
     known = record.container(ev.container)
     if known is not None:
         kind = next((k for k in ContainerKind if k.value == known.kind), kind)
     label = _label(ev.container, kind) if ev.container else "pod"
-    message = _text(ev.message)
-    image = _IMAGE.search(ev.message or "")
+    # Without messages, nothing read out of one (image, node, probe text) reaches a summary.
+    quoted = ev.message if limits.keeps_messages() else None
+    message = _text(quoted, limits)
+    image = _IMAGE.search(quoted or "")
     image_text = f" {image.group(1)[:120]}" if image else ""
-    node = _NODE.search(ev.message or "")
+    node = _NODE.search(quoted or "")
+    node_name = node.group(1)[:120] if node else (record.node_name or "?")
+    probe_text = message or f"{_cap(probe or 'a')} probe failed"
     texts: dict[str, str] = {
-        FactType.SCHEDULED: f"Scheduled to node {node.group(1)[:120] if node else '?'}",
+        FactType.SCHEDULED: f"Scheduled to node {node_name}",
         FactType.FAILED_SCHEDULING: f"Scheduling failed: {message}",
         FactType.IMAGE_PULLING: f"Pulling image{image_text} for {label}",
         FactType.IMAGE_PULLED: f"Image{image_text} ready for {label}: {message}",
@@ -626,7 +640,7 @@ def _event_summary(record: Record, ev: EventSeen, fact_type: str) -> str:
         FactType.BACK_OFF: f"Back-off for {label}: {message}",
         FactType.LIVENESS_RESTART: f"{_cap(label)} restarted by the kubelet: {message}",
         FactType.KILLING_STARTED: f"Kubelet stopping {label}: {message}",
-        FactType.PROBE_FAILED: f"{_cap(label)}: {message}",
+        FactType.PROBE_FAILED: f"{_cap(label)}: {probe_text}",
         FactType.POST_START_HOOK_FAILED: f"postStart hook failed for {label}: {message}",
         FactType.PRE_STOP_HOOK_FAILED: f"preStop hook failed for {label}: {message}",
         FactType.PREEMPTED: f"Preempted: {message}",
@@ -652,11 +666,11 @@ def _event_facts(record: Record, ev: EventSeen, limits: Limits) -> list[Fact]:
             key=make_key(uid, fact_type, *parts),
             type=fact_type,
             time=ev.first_time,
-            summary=_event_summary(record, ev, fact_type),
+            summary=_event_summary(record, ev, fact_type, probe, limits),
             source=Source.EVENT,
             container=ev.container,
             reason=ev.reason,
-            message=one_line(ev.message, limits.message_cap()),
+            message=kept_message(ev.message, limits),
             probe=probe,
             count=max(1, count),
             last_time=ev.last_time,

@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from enum import IntEnum, StrEnum
 from typing import Any
 
 from .clock import format_time
+from .limits import Limits
 
 TRUNCATION_MARKER = "…[truncated]"
 MAX_KEY_LENGTH = 240
 MAX_SUMMARY_LENGTH = 300
+MAX_EVENT_ID = 64
+
+# C0 controls other than tab and line ends (JSON writes each as a 6-byte escape) and lone
+# surrogates (not encodable as UTF-8): what a string from outside may not bring into a record.
+_UNSAFE_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+# Printable ASCII that no JSON encoder escapes (Go's escapes <, > and &): what keys and ledger
+# ids may hold, so each of their characters is one byte in any encoding.
+_PLAIN_ID = re.compile(r"[ !#-%'-;=?-\[\]-~]*")
+_NOT_PLAIN = re.compile(r"[^ !#-%'-;=?-\[\]-~]")
 
 
 class FactType(StrEnum):
@@ -157,9 +170,12 @@ TERMINAL_TYPES: frozenset[str] = frozenset(
 TERMINAL_PHASES: frozenset[str] = frozenset({"Succeeded", "Failed"})
 
 
+_IMPORTANCE_BY_NAME = {str(fact_type): level for fact_type, level in IMPORTANCE.items()}
+
+
 def importance(fact_type: str) -> Importance:
     """How important an entry type is when the timeline must drop entries."""
-    return IMPORTANCE.get(fact_type, Importance.DETAIL)
+    return _IMPORTANCE_BY_NAME.get(fact_type, Importance.DETAIL)
 
 
 def clip(text: str | None, limit: int) -> str | None:
@@ -172,24 +188,67 @@ def clip(text: str | None, limit: int) -> str | None:
     return text[:keep] + TRUNCATION_MARKER
 
 
+def clean_text(text: str) -> str:
+    """Text from outside made safe to keep.
+
+    Control characters become spaces and lone surrogates U+FFFD; tabs and line ends stay
+    (messages are cut at their first line later).
+    """
+    if _UNSAFE_TEXT.search(text) is None:
+        return text
+    if _SURROGATE.search(text) is not None:
+        # A valid pair held as two code points joins up; a lone one is replaced.
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return _CONTROL.sub(" ", text)
+
+
 def one_line(text: str | None, limit: int) -> str | None:
-    """The first line of a text, whitespace collapsed, clipped to ``limit``."""
+    """The first non-blank line of a text, whitespace collapsed, clipped to ``limit``.
+
+    Returns None when the text has no visible character.
+    """
     if text is None:
         return None
-    flat = " ".join(text[: limit * 4 + 64].split())
-    return clip(flat, limit)
+    for line in text.splitlines():
+        words = line.split()
+        if words:
+            return clip(" ".join(words), limit)
+    return None
+
+
+def kept_message(text: str | None, limits: Limits) -> str | None:
+    """A message as the record keeps it: its first line, clipped, or nothing at all.
+
+    Termination messages can hold the tail of a container's log, hence the `none` policy.
+    """
+    if limits.messages == "none":
+        return None
+    return one_line(text, limits.message_cap())
+
+
+def _digest(text: str, length: int) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:length]
+
+
+def plain_id(text: str, limit: int) -> str:
+    """An identity kept as is when it is short plain ASCII, else a stable digest of it.
+
+    Keys and Event ids need only be deterministic, so anything else is hashed: each of their
+    characters is then one byte in any JSON encoding.
+    """
+    if len(text) <= limit and _PLAIN_ID.fullmatch(text):
+        return text
+    plain = _NOT_PLAIN.sub("_", text[: limit - 25])
+    return plain + "#" + _digest(text, 24)
 
 
 def make_key(*parts: object) -> str:
-    """A deterministic fact key from its parts, hashed down when it would be too long."""
+    """A deterministic fact key from its parts, hashed down when too long or not plain ASCII."""
     rendered = [
         format_time(p) if isinstance(p, datetime) else "" if p is None else str(p) for p in parts
     ]
     key = "/".join(part if part else "-" for part in rendered)
-    if len(key) <= MAX_KEY_LENGTH:
-        return key
-    digest = hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()[:24]
-    return key[: MAX_KEY_LENGTH - 25] + "#" + digest
+    return plain_id(key, MAX_KEY_LENGTH)
 
 
 def signal_of(exit_code: int | None) -> str | None:

@@ -13,15 +13,19 @@ from datetime import datetime
 from typing import Any, NewType, TypedDict
 
 from .clock import later, parse_time
-from .facts import ContainerKind
+from .facts import MAX_EVENT_ID, ContainerKind, clean_text, plain_id
 
 PodUID = NewType("PodUID", str)
 
 MAX_NAME = 253
-MAX_REASON = 128
+MAX_LABEL = 63  # container names are DNS labels, Service names label values: 63 at most
+MAX_REASON = 64  # Kubernetes' reasons are short CamelCase words (the longest about 30)
+MAX_CONDITION_TYPE = 128  # readiness gates may be qualified names
+MAX_PHASE = 16
+MAX_ADDRESS = 64
 MAX_TEXT = 4096
 MAX_CONTAINERS = 64
-MAX_CONDITIONS = 32
+MAX_CONDITIONS = 16  # a pod has 6 of its own; the rest are readiness gates
 MAX_COUNT = 1_000_000_000
 MAX_GRACE = 10 * 366 * 24 * 3600
 RUN_ID_LENGTH = 12
@@ -108,7 +112,7 @@ def _list(value: object, limit: int) -> list[Any]:
 def _str(value: object, limit: int = MAX_NAME) -> str | None:
     if not isinstance(value, str) or not value:
         return None
-    return value[:limit]
+    return clean_text(value[:limit])
 
 
 def _int(value: object, low: int = -(2**31), high: int = 2**31 - 1) -> int | None:
@@ -217,11 +221,11 @@ class EventSeen:
 
 @dataclass(frozen=True, slots=True)
 class EndpointSeen:
-    """A change of one pod's membership in one EndpointSlice."""
+    """A change of one pod's membership in one EndpointSlice (of the pod's own namespace)."""
 
     namespace: str
     pod_name: str
-    pod_uid: str | None
+    pod_uid: str
     service: str
     address: str
     ready: bool | None
@@ -286,7 +290,7 @@ def run_id_of(container_id: object) -> str | None:
 def _container(
     spec: Mapping[str, Any], status: Mapping[str, Any], kind: ContainerKind
 ) -> ContainerSeen | None:
-    name = _str(spec.get("name")) or _str(status.get("name"))
+    name = _str(spec.get("name"), MAX_LABEL) or _str(status.get("name"), MAX_LABEL)
     if name is None:
         return None
     state = _map(status.get("state"))
@@ -334,17 +338,18 @@ def _containers(spec: Mapping[str, Any], status: Mapping[str, Any]) -> tuple[Con
         statuses: dict[str, Mapping[str, Any]] = {}
         for item in _list(status.get(status_key), MAX_CONTAINERS):
             item_map = _map(item)
-            item_name = _str(item_map.get("name"))
+            item_name = _str(item_map.get("name"), MAX_LABEL)
             if item_name is not None:
                 statuses.setdefault(item_name, item_map)
         specs = [_map(item) for item in _list(spec.get(spec_key), MAX_CONTAINERS)]
-        spec_names = {_str(item.get("name")) for item in specs}
+        spec_names = {_str(item.get("name"), MAX_LABEL) for item in specs}
         specs += [{"name": n} for n in statuses if n not in spec_names]
         for item in specs:
             kind = default_kind
             if default_kind is ContainerKind.INIT and item.get("restartPolicy") == "Always":
                 kind = ContainerKind.SIDECAR
-            seen = _container(item, statuses.get(_str(item.get("name")) or "", {}), kind)
+            name = _str(item.get("name"), MAX_LABEL) or ""
+            seen = _container(item, statuses.get(name, {}), kind)
             if seen is not None and seen.name not in names and len(found) < MAX_CONTAINERS:
                 names.add(seen.name)
                 found.append(seen)
@@ -355,7 +360,7 @@ def _conditions(status: Mapping[str, Any]) -> tuple[ConditionSeen, ...]:
     found: dict[str, ConditionSeen] = {}
     for item in _list(status.get("conditions"), MAX_CONDITIONS):
         data = _map(item)
-        ctype = _str(data.get("type"), MAX_REASON)
+        ctype = _str(data.get("type"), MAX_CONDITION_TYPE)
         cstatus = _str(data.get("status"), 16)
         if ctype is None or cstatus is None or ctype in found:
             continue
@@ -402,7 +407,7 @@ def observe_pod(raw_pod: Mapping[str, Any]) -> PodSeen:
         pod_uid=_str(meta.get("uid"), 128),
         created=parse_time(meta.get("creationTimestamp")),
         node_name=_str(spec.get("nodeName")),
-        phase=_str(status.get("phase"), 32),
+        phase=_str(status.get("phase"), MAX_PHASE),
         reason=_str(status.get("reason"), MAX_REASON),
         message=_str(status.get("message"), MAX_TEXT),
         owner=_owner(meta),
@@ -456,11 +461,12 @@ def observe_event(raw_event: Mapping[str, Any]) -> EventSeen | None:
     container, init = None, False
     match = _FIELD_PATH.match(_str(involved.get("fieldPath"), 600) or "")
     if match:
-        container = match.group(2)[:MAX_NAME] or None
+        container = clean_text(match.group(2)[:MAX_LABEL]) or None
         init = match.group(1) == "initContainers"
     event_id = _str(meta.get("uid"), 128) or _str(meta.get("name"))
     if event_id is None:
         event_id = f"{reason}@{first.isoformat()}@{container or ''}"
+    event_id = plain_id(event_id, MAX_EVENT_ID)  # the ledger keeps ids of bounded size
     source = _map(event.get("source"))
     return EventSeen(
         namespace=_str(involved.get("namespace")) or _str(meta.get("namespace")) or "",
@@ -481,37 +487,57 @@ def observe_event(raw_event: Mapping[str, Any]) -> EventSeen | None:
 
 # --- EndpointSlices --------------------------------------------------------------------
 
-_Member = tuple[str, str | None, bool | None, bool | None, bool | None]
+
+@dataclass(frozen=True, slots=True)
+class _Member:
+    """A pod's endpoint in a slice: the pod's UID and the endpoint's conditions."""
+
+    uid: str
+    ready: bool | None
+    serving: bool | None
+    terminating: bool | None
 
 
-def _members(raw_slice: Mapping[str, Any] | None) -> dict[tuple[str, str], _Member]:
-    """Pod endpoints of a slice: (pod name, address) → (namespace, uid, ready, serving, term.)."""
+def _trusted_pod_ref(ref: Mapping[str, Any], slice_namespace: str) -> tuple[str, str] | None:
+    """(pod name, UID) of a targetRef that may speak for a pod, else None.
+
+    Anyone who may write EndpointSlices in one namespace can name any pod in a targetRef: only
+    a pod of the slice's own namespace, named with its UID, is trusted (the record then takes
+    the observation only when the UID is its pod's).
+    """
+    if ref.get("kind") != "Pod" or not slice_namespace:
+        return None
+    namespace = _str(ref.get("namespace"))
+    name, uid = _str(ref.get("name")), _str(ref.get("uid"), 128)
+    if name is None or uid is None or namespace not in (None, slice_namespace):
+        return None
+    return name, uid
+
+
+def _members(raw_slice: Mapping[str, Any] | None) -> tuple[str, dict[tuple[str, str], _Member]]:
+    """The slice's namespace and its trusted pod endpoints: (pod name, address) → member."""
     members: dict[tuple[str, str], _Member] = {}
     data = _map(raw_slice)
     slice_namespace = _str(_map(data.get("metadata")).get("namespace")) or ""
     for item in _list(data.get("endpoints"), 1000):
         endpoint = _map(item)
-        ref = _map(endpoint.get("targetRef"))
-        if ref.get("kind") != "Pod":
-            continue
-        name = _str(ref.get("name"))
+        pod = _trusted_pod_ref(_map(endpoint.get("targetRef")), slice_namespace)
         addresses = [a for a in _list(endpoint.get("addresses"), 8) if isinstance(a, str) and a]
-        if name is None or not addresses:
+        if pod is None or not addresses:
             continue
         conditions = _map(endpoint.get("conditions"))
-        members[(name, addresses[0][:64])] = (
-            _str(ref.get("namespace")) or slice_namespace,
-            _str(ref.get("uid"), 128),
+        members[(pod[0], clean_text(addresses[0][:MAX_ADDRESS]))] = _Member(
+            pod[1],
             _bool(conditions.get("ready")),
             _bool(conditions.get("serving")),
             _bool(conditions.get("terminating")),
         )
-    return members
+    return slice_namespace, members
 
 
 def _service(raw_slice: Mapping[str, Any] | None) -> str | None:
     labels = _map(_map(_map(raw_slice).get("metadata")).get("labels"))
-    return _str(labels.get("kubernetes.io/service-name"))
+    return _str(labels.get("kubernetes.io/service-name"), MAX_LABEL)
 
 
 def observe_endpoint_slice_change(
@@ -534,34 +560,36 @@ def observe_endpoint_slice_change(
     service = _service(new) or _service(old)
     if service is None:
         return []
-    before, after = _members(old), _members(new)
+    old_namespace, before = _members(old)
+    new_namespace, after = _members(new)
+    namespace = new_namespace or old_namespace
     seen: list[EndpointSeen] = []
-    for (name, address), (namespace, uid, ready, serving, terminating) in after.items():
+    for (name, address), member in after.items():
         previous = before.get((name, address))
-        if previous is not None and previous[2:] == (ready, serving, terminating):
+        if previous == member:
             continue
         seen.append(
             EndpointSeen(
                 namespace=namespace,
                 pod_name=name,
-                pod_uid=uid,
+                pod_uid=member.uid,
                 service=service,
                 address=address,
-                ready=ready,
-                serving=serving,
-                terminating=terminating,
+                ready=member.ready,
+                serving=member.serving,
+                terminating=member.terminating,
                 removed=False,
                 time=now,
             )
         )
-    for (name, address), (namespace, uid, _r, _s, _t) in before.items():
+    for (name, address), member in before.items():
         if (name, address) in after:
             continue
         seen.append(
             EndpointSeen(
                 namespace=namespace,
                 pod_name=name,
-                pod_uid=uid,
+                pod_uid=member.uid,
                 service=service,
                 address=address,
                 ready=None,

@@ -8,13 +8,14 @@ keeps it within its bound.
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import replace
 from datetime import datetime
 
 from .clock import earlier, later
 from .conclude import analyse_record
 from .deletion import next_deletion
-from .facts import Fact, FactType, Merge, Probe, importance
+from .facts import Fact, FactType, Merge, Probe, importance, kept_message
 from .limits import Limits
 from .model import (
     ConditionRecord,
@@ -53,12 +54,15 @@ def route(record: Record, observation: Observation, limits: Limits) -> Record | 
     or was created before the current one. An Event for another UID rolls over only when the
     current instance is already being deleted or gone and the Event is newer than it; other
     observations about other UIDs are ignored, so they never pollute the current instance.
-    A pod object without a UID is ignored.
+    A pod object without a UID is ignored, and so is an endpoint that does not name the
+    record's own pod UID (anyone who may write EndpointSlices can name any pod).
     """
     uid = observation.pod_uid
     current = record.pod_uid
     if isinstance(observation, PodSeen) and uid is None:
         return None  # the API always sets a UID: such an object is not a real pod
+    if isinstance(observation, EndpointSeen):
+        return record if current is not None and uid == current else None
     if isinstance(observation, PodGone):
         if current is None or (uid is not None and uid != current):
             return None
@@ -193,11 +197,14 @@ def _absorb_pod(record: Record, pod: PodSeen, facts: list[Fact], limits: Limits)
         (c for c in pod.conditions if c.type == "DisruptionTarget" and c.status == "True"), None
     )
     if target is not None and target.reason:
-        disruption_reason, disruption_message = target.reason, target.message
+        disruption_reason = target.reason
+        disruption_message = kept_message(target.message, limits)
     elif pod.reason == "Evicted" and disruption_reason is None:
-        disruption_reason, disruption_message = "Evicted", pod.message
+        disruption_reason, disruption_message = "Evicted", kept_message(pod.message, limits)
     conditions = tuple(
-        ConditionRecord(c.type, c.status, c.last_transition_time, c.reason, c.message)
+        ConditionRecord(
+            c.type, c.status, c.last_transition_time, c.reason, kept_message(c.message, limits)
+        )
         for c in pod.conditions
     )
     owner = record.owner
@@ -247,7 +254,7 @@ def _absorb_event(record: Record, ev: EventSeen, limits: Limits) -> Record:
     disruption = _EVENT_DISRUPTIONS.get(ev.reason)
     if disruption is not None and record.disruption_reason is None:
         changes["disruption_reason"] = disruption
-        changes["disruption_message"] = ev.message
+        changes["disruption_message"] = kept_message(ev.message, limits)
     return replace(record, **changes)  # type: ignore[arg-type]
 
 
@@ -360,6 +367,15 @@ def _count_probe(probes: ProbeFailures, fact: Fact) -> ProbeFailures:
     return probes
 
 
+def _recency(entry: Entry) -> tuple[datetime, str]:
+    return (entry.latest, entry.key)
+
+
+def _drop_rank(entry: Entry) -> tuple[int, datetime, str]:
+    """Lowest first: less important, then older; an aggregated entry counts one level more."""
+    return (importance(entry.type) + (1 if entry.count > 1 else 0), entry.latest, entry.key)
+
+
 def bound_timeline(record: Record, limits: Limits) -> Record:
     """Keep the timeline within its bound, dropping the least important old entries first.
 
@@ -372,16 +388,16 @@ def bound_timeline(record: Record, limits: Limits) -> Record:
     excess = len(timeline) - cap
     if excess <= 0:
         return replace(record, timeline=tuple(timeline))
-    newest = sorted(timeline, key=lambda e: (e.latest, e.key))[-min(KEEP_LATEST, cap // 4) :]
+    newest = heapq.nlargest(min(KEEP_LATEST, cap // 4), timeline, key=_recency)
     protected = {e.key for e in newest} | {e.key for e in timeline if e.type == FactType.CREATED}
-    candidates = sorted(
-        (e for e in timeline if e.key not in protected),
-        key=lambda e: (importance(e.type) + (1 if e.count > 1 else 0), e.latest, e.key),
-    )
-    if len(candidates) < excess:
-        rest = [e for e in timeline if e.key in protected and e.type != FactType.CREATED]
-        candidates += rest
-    victims = {e.key for e in candidates[:excess]}
+    candidates = [e for e in timeline if e.key not in protected]
+    if excess == 1 and candidates:  # the usual case once the timeline is full: no sort needed
+        victims = {min(candidates, key=_drop_rank).key}
+    else:
+        candidates.sort(key=_drop_rank)
+        if len(candidates) < excess:
+            candidates += [e for e in timeline if e.key in protected and e.type != FactType.CREATED]
+        victims = {e.key for e in candidates[:excess]}
     kept = tuple(e for e in timeline if e.key not in victims)
     kept = kept[-cap:]
     dropped = len(timeline) - len(kept)

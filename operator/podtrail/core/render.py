@@ -16,7 +16,17 @@ from typing import Any
 from .clock import format_time, parse_time, seconds_between
 from .conclude import analyse_record
 from .deletion import any_running
-from .facts import MAX_KEY_LENGTH, MAX_SUMMARY_LENGTH, ContainerKind, Source, clip
+from .facts import (
+    MAX_EVENT_ID,
+    MAX_KEY_LENGTH,
+    MAX_SUMMARY_LENGTH,
+    ContainerKind,
+    Source,
+    clean_text,
+    clip,
+    kept_message,
+    plain_id,
+)
 from .limits import DEFAULT_LIMITS, Limits
 from .model import (
     ConditionRecord,
@@ -33,13 +43,26 @@ from .model import (
     Removal,
     SeenEvent,
 )
-from .observe import RUN_ID_LENGTH
+from .observe import (
+    MAX_ADDRESS,
+    MAX_CONDITION_TYPE,
+    MAX_CONDITIONS,
+    MAX_LABEL,
+    MAX_PHASE,
+    MAX_REASON,
+    RUN_ID_LENGTH,
+)
+from .termination import Analysis
 
+# Every string and list of the status has a cap here (size.py bounds the record from them).
 MAX_NAME = 253
-MAX_REASON = 128
+MAX_UID = 128
 MAX_SHORT = 64
+MAX_KIND = 63
+MAX_FLAG = 16  # condition status; and words the core writes: kind, state, signal, probe, source
 MAX_EVIDENCE = 2048
 MAX_LAST_EVENT = 80  # a printer column: long summaries make `kubectl get plr` unreadable
+MAX_PRE_STOP = 64
 MAX_INT = 2**31 - 1
 _SOURCES = frozenset(str(source) for source in Source)
 
@@ -57,7 +80,14 @@ def _items(value: object, limit: int) -> list[Mapping[str, Any]]:
 
 
 def _str(value: object, limit: int = MAX_NAME) -> str | None:
-    return value[:limit] if isinstance(value, str) and value else None
+    return clean_text(value[:limit]) if isinstance(value, str) and value else None
+
+
+def _word(value: object, limit: int = MAX_SHORT) -> str | None:
+    """A word as the core writes them (entry type, signal, probe, state), else None."""
+    if not isinstance(value, str) or not 0 < len(value) <= limit:
+        return None
+    return value if value.isascii() and value.isalpha() else None
 
 
 def _int(value: object, low: int = -MAX_INT, high: int = MAX_INT) -> int | None:
@@ -75,25 +105,25 @@ def _source(value: object) -> str:
 
 
 def _entry(raw: Mapping[str, Any]) -> Entry | None:
-    key, time = _str(raw.get("key"), MAX_KEY_LENGTH), parse_time(raw.get("time"))
-    etype = _str(raw.get("type"), MAX_SHORT)
+    key, time = _str(raw.get("key"), 1024), parse_time(raw.get("time"))
+    etype = _word(raw.get("type"))
     if key is None or time is None or etype is None:
         return None
     last_time = parse_time(raw.get("lastTime"))
     return Entry(
-        key=key,
+        key=plain_id(key, MAX_KEY_LENGTH),
         time=time,
         type=etype,
         summary=_str(raw.get("summary"), MAX_SUMMARY_LENGTH) or etype,
         source=_source(raw.get("source")),
-        container=_str(raw.get("container")),
+        container=_str(raw.get("container"), MAX_LABEL),
         reason=_str(raw.get("reason"), MAX_REASON),
         message=_str(raw.get("message"), 1024),
-        from_phase=_str(raw.get("fromPhase"), 32),
-        to_phase=_str(raw.get("toPhase"), 32),
+        from_phase=_str(raw.get("fromPhase"), MAX_PHASE),
+        to_phase=_str(raw.get("toPhase"), MAX_PHASE),
         exit_code=_int(raw.get("exitCode")),
-        signal=_str(raw.get("signal"), 16),
-        probe=_str(raw.get("probe"), 16),
+        signal=_word(raw.get("signal"), MAX_FLAG),
+        probe=_word(raw.get("probe"), MAX_FLAG),
         count=_int(raw.get("count"), 1) or 1,
         last_time=last_time if last_time is not None and last_time > time else None,
     )
@@ -116,14 +146,14 @@ def _load_entry(raw: Mapping[str, Any]) -> Entry | None:
 
 
 def _container(raw: Mapping[str, Any]) -> ContainerRecord | None:
-    name = _str(raw.get("name"))
+    name = _str(raw.get("name"), MAX_LABEL)
     if name is None:
         return None
     kind = _str(raw.get("kind"), 16)
     return ContainerRecord(
         name=name,
         kind=kind if kind is not None and kind in set(ContainerKind) else ContainerKind.APP,
-        state=_str(raw.get("state"), 16),
+        state=_word(raw.get("state"), MAX_FLAG),
         reason=_str(raw.get("reason"), MAX_REASON),
         ready=_bool(raw.get("ready")) is True,
         started=_bool(raw.get("started")),
@@ -139,7 +169,8 @@ def _container(raw: Mapping[str, Any]) -> ContainerRecord | None:
 
 
 def _condition(raw: Mapping[str, Any]) -> ConditionRecord | None:
-    ctype, cstatus = _str(raw.get("type"), MAX_REASON), _str(raw.get("status"), 16)
+    ctype = _str(raw.get("type"), MAX_CONDITION_TYPE)
+    cstatus = _str(raw.get("status"), MAX_FLAG)
     if ctype is None or cstatus is None:
         return None
     return ConditionRecord(
@@ -152,7 +183,7 @@ def _condition(raw: Mapping[str, Any]) -> ConditionRecord | None:
 
 
 def _endpoint(raw: Mapping[str, Any]) -> EndpointRecord | None:
-    service, address = _str(raw.get("service")), _str(raw.get("address"), MAX_SHORT)
+    service, address = _str(raw.get("service"), MAX_LABEL), _str(raw.get("address"), MAX_ADDRESS)
     if service is None or address is None:
         return None
     return EndpointRecord(
@@ -166,7 +197,7 @@ def _endpoint(raw: Mapping[str, Any]) -> EndpointRecord | None:
 
 
 def _removal_item(raw: Mapping[str, Any]) -> EndpointRemoval | None:
-    service = _str(raw.get("service"))
+    service = _str(raw.get("service"), MAX_LABEL)
     if service is None:
         return None
     return EndpointRemoval(
@@ -177,7 +208,7 @@ def _removal_item(raw: Mapping[str, Any]) -> EndpointRemoval | None:
 
 
 def _instance(raw: Mapping[str, Any]) -> Instance | None:
-    uid = _str(raw.get("uid"), 128)
+    uid = _str(raw.get("uid"), MAX_UID)
     if uid is None:
         return None
     return Instance(
@@ -195,7 +226,7 @@ def _seen(raw: Mapping[str, Any]) -> SeenEvent | None:
     count = _int(raw.get("count"), 1)
     if ident is None or time is None or count is None:
         return None
-    return SeenEvent(ident, count, time)
+    return SeenEvent(plain_id(ident, MAX_EVENT_ID), count, time)
 
 
 def _unique(items: list[Any], key: Any) -> tuple[Any, ...]:
@@ -242,17 +273,17 @@ def load_status(status: Mapping[str, Any] | None, limits: Limits = DEFAULT_LIMIT
         removal = Removal(removal_time, _bool(removal_raw.get("observed")) is True)
     failures = [
         PreStopFailure(name, when)
-        for item in _items(termination.get("preStop"), 64)
-        if (name := _str(item.get("container"))) is not None
+        for item in _items(termination.get("preStop"), MAX_PRE_STOP)
+        if (name := _str(item.get("container"), MAX_LABEL)) is not None
         and (when := parse_time(item.get("failedAt"))) is not None
     ]
     probes = _map(raw.get("probeFailures"))
     cap = limits.timeline_cap()
     entries = [_load_entry(item) for item in _items(raw.get("timeline"), 1000)]
     return Record(
-        pod_uid=_str(raw.get("podUID"), 128),
+        pod_uid=_str(raw.get("podUID"), MAX_UID),
         node_name=_str(raw.get("nodeName")),
-        phase=_str(raw.get("phase"), 32),
+        phase=_str(raw.get("phase"), MAX_PHASE),
         pod_reason=_str(raw.get("reason"), MAX_REASON),
         owner=owner,
         created=parse_time(times.get("created")),
@@ -269,7 +300,8 @@ def load_status(status: Mapping[str, Any] | None, limits: Limits = DEFAULT_LIMIT
             [_container(item) for item in _items(raw.get("containers"), 64)], lambda c: c.name
         )[: limits.containers_cap()],
         conditions=_unique(
-            [_condition(item) for item in _items(raw.get("conditions"), 32)], lambda c: c.type
+            [_condition(item) for item in _items(raw.get("conditions"), MAX_CONDITIONS)],
+            lambda c: c.type,
         ),
         endpoints=_unique(
             [_endpoint(item) for item in _items(raw.get("endpoints"), 64)],
@@ -303,34 +335,40 @@ def _t(value: datetime | None) -> str | None:
     return format_time(value) if value is not None else None
 
 
+def _cut(text: str | None, limit: int) -> str | None:
+    """Text clipped to its cap and safe to encode, whatever the record was built from."""
+    clipped = clip(text, limit)
+    return clean_text(clipped) if clipped is not None else None
+
+
 def _clean(fields: dict[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in fields.items() if value is not None}
 
 
 def _render_entry(entry: Entry, limits: Limits) -> dict[str, Any]:
-    return dict(_rendered_entry(entry, limits.message_cap()))
+    return dict(_rendered_entry(entry, limits))
 
 
 @lru_cache(maxsize=8192)
-def _rendered_entry(entry: Entry, message_cap: int) -> tuple[tuple[str, Any], ...]:
+def _rendered_entry(entry: Entry, limits: Limits) -> tuple[tuple[str, Any], ...]:
     """An entry's JSON fields; memoised, entries being immutable and rendered on every step."""
     fields = _clean(
         {
             "time": _t(entry.time),
-            "type": entry.type[:MAX_SHORT],
-            "summary": clip(entry.summary, MAX_SUMMARY_LENGTH),
-            "container": clip(entry.container, MAX_NAME),
-            "reason": clip(entry.reason, MAX_REASON),
-            "message": clip(entry.message, message_cap),
-            "fromPhase": clip(entry.from_phase, 32),
-            "toPhase": clip(entry.to_phase, 32),
+            "type": _word(entry.type) or "EventReported",
+            "summary": _cut(entry.summary, MAX_SUMMARY_LENGTH),
+            "container": _cut(entry.container, MAX_LABEL),
+            "reason": _cut(entry.reason, MAX_REASON),
+            "message": kept_message(entry.message, limits),
+            "fromPhase": _cut(entry.from_phase, MAX_PHASE),
+            "toPhase": _cut(entry.to_phase, MAX_PHASE),
             "exitCode": entry.exit_code,
-            "signal": clip(entry.signal, 16),
-            "probe": clip(entry.probe, 16),
+            "signal": _word(entry.signal, MAX_FLAG),
+            "probe": _word(entry.probe, MAX_FLAG),
             "count": entry.count,
             "lastTime": _t(entry.last_time),
-            "source": entry.source[:16],
-            "key": entry.key[:MAX_KEY_LENGTH],
+            "source": _source(entry.source),
+            "key": plain_id(entry.key, MAX_KEY_LENGTH),
         }
     )
     return tuple(fields.items())
@@ -339,20 +377,20 @@ def _rendered_entry(entry: Entry, message_cap: int) -> tuple[tuple[str, Any], ..
 def _render_container(c: ContainerRecord) -> dict[str, Any]:
     return _clean(
         {
-            "name": c.name,
-            "kind": c.kind,
-            "state": c.state,
-            "reason": c.reason,
+            "name": _cut(c.name, MAX_LABEL),
+            "kind": _word(c.kind, MAX_FLAG) or ContainerKind.APP,
+            "state": _word(c.state, MAX_FLAG),
+            "reason": _cut(c.reason, MAX_REASON),
             "ready": c.ready,
             "started": c.started,
             "restartCount": c.restart_count,
             "lastExitCode": c.last_exit_code,
-            "lastReason": c.last_reason,
+            "lastReason": _cut(c.last_reason, MAX_REASON),
             "startedAt": _t(c.started_at),
             "finishedAt": _t(c.finished_at),
             "preStop": c.pre_stop,
-            "startedRun": c.started_run,
-            "finishedRun": c.finished_run,
+            "startedRun": _cut(c.started_run, RUN_ID_LENGTH),
+            "finishedRun": _cut(c.finished_run, RUN_ID_LENGTH),
         }
     )
 
@@ -397,22 +435,13 @@ def _duration(start: datetime | None, end: datetime | None) -> float | None:
     return value if value is not None and 0 <= value < 1e9 else None
 
 
-def _termination(record: Record, limits: Limits) -> dict[str, Any] | None:
-    analysis = analyse_record(record, limits)
-    deletion = record.deletion
-    if not (
-        deletion
-        or record.disruption_reason
-        or record.killing_at
-        or record.pre_stop_failures
-        or record.endpoint_removals
-        or record.removal
-    ):
-        return None
-    pre_stop = [
+def _pre_stop(record: Record) -> list[dict[str, Any]]:
+    """PreStop hooks: every container that has one, and every hook failure reported."""
+    configured = {c.name for c in record.containers if c.pre_stop}
+    hooks = [
         _clean(
             {
-                "container": c.name,
+                "container": _cut(c.name, MAX_LABEL),
                 "configured": True,
                 "failed": any(f.container == c.name for f in record.pre_stop_failures),
                 "failedAt": _t(
@@ -426,44 +455,66 @@ def _termination(record: Record, limits: Limits) -> dict[str, Any] | None:
         for c in record.containers
         if c.pre_stop
     ]
-    configured = {c.name for c in record.containers if c.pre_stop}
-    pre_stop += [
-        {"container": f.container, "configured": False, "failed": True, "failedAt": _t(f.time)}
+    hooks += [
+        {
+            "container": _cut(f.container, MAX_LABEL),
+            "configured": False,
+            "failed": True,
+            "failedAt": _t(f.time),
+        }
         for f in record.pre_stop_failures
         if f.container not in configured
     ]
+    return hooks[:MAX_PRE_STOP]
+
+
+def _judgements(analysis: Analysis) -> list[dict[str, Any]]:
+    return [
+        _clean(
+            {
+                "name": _cut(j.name, MAX_LABEL),
+                "verdict": str(j.verdict),
+                "exitCode": j.exit_code,
+                "reason": _cut(j.reason, MAX_REASON),
+                "signal": j.signal,
+                "finishedAt": _t(j.finished_at),
+                "secondsAfterRequest": _bounded(j.seconds_after_request),
+                "secondsFromDeadline": _bounded(j.seconds_from_deadline),
+            }
+        )
+        for j in analysis.judgements
+    ]
+
+
+def _termination(record: Record, analysis: Analysis, limits: Limits) -> dict[str, Any] | None:
+    deletion = record.deletion
+    if not (
+        deletion
+        or record.disruption_reason
+        or record.killing_at
+        or record.pre_stop_failures
+        or record.endpoint_removals
+        or record.removal
+    ):
+        return None
     block: dict[str, Any] = {
         "killingAt": _t(record.killing_at),
-        "disruptionReason": record.disruption_reason,
-        "disruptionMessage": clip(record.disruption_message, limits.message_cap()),
-        "preStop": pre_stop[:64],
+        "disruptionReason": _cut(record.disruption_reason, MAX_REASON),
+        "disruptionMessage": kept_message(record.disruption_message, limits),
+        "preStop": _pre_stop(record),
         "endpointRemovals": [
             _clean(
                 {
-                    "service": r.service,
+                    "service": _cut(r.service, MAX_LABEL),
                     "terminatingAt": _t(r.terminating_at),
                     "removedAt": _t(r.removed_at),
                 }
             )
-            for r in record.endpoint_removals
+            for r in record.endpoint_removals[-limits.endpoints_cap() :]
         ],
-        "containers": [
-            _clean(
-                {
-                    "name": j.name,
-                    "verdict": str(j.verdict),
-                    "exitCode": j.exit_code,
-                    "reason": clip(j.reason, MAX_REASON),
-                    "signal": j.signal,
-                    "finishedAt": _t(j.finished_at),
-                    "secondsAfterRequest": _bounded(j.seconds_after_request),
-                    "secondsFromDeadline": _bounded(j.seconds_from_deadline),
-                }
-            )
-            for j in analysis.judgements
-        ],
+        "containers": _judgements(analysis),
         "verdict": analysis.verdict,
-        "evidence": clip(analysis.evidence, MAX_EVIDENCE),
+        "evidence": _cut(analysis.evidence, MAX_EVIDENCE),
     }
     if deletion is not None:
         block.update(
@@ -479,114 +530,145 @@ def _termination(record: Record, limits: Limits) -> dict[str, Any] | None:
     return _clean(block)
 
 
+def _times(record: Record, finished: datetime | None) -> dict[str, Any]:
+    requested = record.deletion.requested_at if record.deletion else None
+    return _clean(
+        {
+            "created": _t(record.created),
+            "scheduled": _t(record.scheduled),
+            "initialized": _t(record.initialized),
+            "ready": _t(record.ready),
+            "deletionRequested": _t(requested),
+            "deleted": _t(record.removal.time if record.removal else None),
+            "finished": _t(finished),
+        }
+    )
+
+
+def _durations(record: Record, finished: datetime | None) -> dict[str, Any]:
+    requested = record.deletion.requested_at if record.deletion else None
+    removal = record.removal
+    seen_deleted = removal.time if removal and removal.observed else None
+    return _clean(
+        {
+            "timeToSchedule": _duration(record.created, record.scheduled),
+            "init": _duration(record.scheduled, record.initialized),
+            "timeToReady": _duration(record.created, record.ready),
+            "termination": _duration(requested, seen_deleted or finished),
+        }
+    )
+
+
+def _owner(record: Record) -> dict[str, Any] | None:
+    if record.owner is None:
+        return None
+    return _clean(
+        {
+            "kind": _cut(record.owner.kind, MAX_KIND),
+            "name": _cut(record.owner.name, MAX_NAME),
+            "deployment": _cut(record.owner.deployment, MAX_NAME),
+        }
+    )
+
+
+def _conditions(record: Record, limits: Limits) -> list[dict[str, Any]]:
+    return [
+        _clean(
+            {
+                "type": _cut(c.type, MAX_CONDITION_TYPE),
+                "status": _cut(c.status, MAX_FLAG),
+                "lastTransitionTime": _t(c.last_transition_time),
+                "reason": _cut(c.reason, MAX_REASON),
+                "message": kept_message(c.message, limits),
+            }
+        )
+        for c in record.conditions[:MAX_CONDITIONS]
+    ]
+
+
+def _endpoints(record: Record, limits: Limits) -> list[dict[str, Any]]:
+    return [
+        _clean(
+            {
+                "service": _cut(e.service, MAX_LABEL),
+                "address": _cut(e.address, MAX_ADDRESS),
+                "ready": e.ready,
+                "serving": e.serving,
+                "terminating": e.terminating,
+                "since": _t(e.since),
+            }
+        )
+        for e in record.endpoints[-limits.endpoints_cap() :]
+    ]
+
+
+def _history(record: Record, limits: Limits) -> dict[str, Any]:
+    """The previous instances and the Event ledger."""
+    return {
+        "previousInstances": [
+            _clean(
+                {
+                    "uid": _cut(i.uid, MAX_UID),
+                    "created": _t(i.created),
+                    "deleted": _t(i.deleted),
+                    "outcome": _cut(i.outcome, MAX_SHORT),
+                    "nodeName": _cut(i.node_name, MAX_NAME),
+                    "restarts": i.restarts,
+                }
+            )
+            for i in record.previous[: limits.previous_cap()]
+        ],
+        "seenEvents": [
+            {"id": plain_id(s.id, MAX_EVENT_ID), "count": s.count, "lastTime": _t(s.last_time)}
+            for s in record.seen_events[: limits.seen_events_cap()]
+        ],
+    }
+
+
 def render_status(record: Record, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
     """Write a Record as a PodLifecycleRecord status (valid against the CRD schema).
 
+    Every string and list is cut to its cap here, whatever the record holds, so the status
+    stays within ``size.record_size_bound(limits)``.
+
     Args:
         record: The record.
-        limits: Bounds (message length).
+        limits: Bounds (message length and policy, list sizes).
 
     Returns:
         The complete status, JSON-serialisable.
     """
     analysis = analyse_record(record, limits)
     finished = _finished(record)
-    deletion = record.deletion
-    requested = deletion.requested_at if deletion else None
-    deleted = record.removal.time if record.removal else None
-    seen_deleted = deleted if record.removal and record.removal.observed else None
-    newest = max(record.timeline, key=lambda e: (e.latest, e.key), default=None)
-    owner = None
-    if record.owner is not None:
-        owner = _clean(
-            {
-                "kind": record.owner.kind,
-                "name": record.owner.name,
-                "deployment": record.owner.deployment,
-            }
-        )
+    timeline = record.timeline[-limits.timeline_cap() :]
+    newest = max(timeline, key=lambda e: (e.latest, e.key), default=None)
     status = {
-        "podUID": record.pod_uid,
-        "nodeName": record.node_name,
-        "phase": record.phase,
-        "reason": record.pod_reason,
+        "podUID": _cut(record.pod_uid, MAX_UID),
+        "nodeName": _cut(record.node_name, MAX_NAME),
+        "phase": _cut(record.phase, MAX_PHASE),
+        "reason": _cut(record.pod_reason, MAX_REASON),
         "outcome": str(analysis.outcome) if analysis.outcome else None,
-        "owner": owner,
+        "owner": _owner(record),
         "summary": _summary(record),
-        "times": _clean(
-            {
-                "created": _t(record.created),
-                "scheduled": _t(record.scheduled),
-                "initialized": _t(record.initialized),
-                "ready": _t(record.ready),
-                "deletionRequested": _t(requested),
-                "deleted": _t(deleted),
-                "finished": _t(finished),
-            }
-        ),
-        "durations": _clean(
-            {
-                "timeToSchedule": _duration(record.created, record.scheduled),
-                "init": _duration(record.scheduled, record.initialized),
-                "timeToReady": _duration(record.created, record.ready),
-                "termination": _duration(requested, seen_deleted or finished),
-            }
-        ),
-        "containers": [_render_container(c) for c in record.containers],
+        "times": _times(record, finished),
+        "durations": _durations(record, finished),
+        "containers": [_render_container(c) for c in record.containers[: limits.containers_cap()]],
         "probeFailures": {
             "liveness": record.probe_failures.liveness,
             "readiness": record.probe_failures.readiness,
             "startup": record.probe_failures.startup,
         },
-        "termination": _termination(record, limits),
-        "conditions": [
-            _clean(
-                {
-                    "type": c.type,
-                    "status": c.status,
-                    "lastTransitionTime": _t(c.last_transition_time),
-                    "reason": c.reason,
-                    "message": clip(c.message, limits.message_cap()),
-                }
-            )
-            for c in record.conditions
-        ],
-        "endpoints": [
-            _clean(
-                {
-                    "service": e.service,
-                    "address": e.address,
-                    "ready": e.ready,
-                    "serving": e.serving,
-                    "terminating": e.terminating,
-                    "since": _t(e.since),
-                }
-            )
-            for e in record.endpoints
-        ],
+        "termination": _termination(record, analysis, limits),
+        "conditions": _conditions(record, limits),
+        "endpoints": _endpoints(record, limits),
         "removal": (
             {"time": _t(record.removal.time), "observed": record.removal.observed}
             if record.removal
             else None
         ),
-        "timeline": [_render_entry(e, limits) for e in record.timeline],
+        "timeline": [_render_entry(e, limits) for e in timeline],
         "timelineDropped": record.timeline_dropped,
-        "lastEvent": clip(newest.summary, MAX_LAST_EVENT) if newest else None,
-        "previousInstances": [
-            _clean(
-                {
-                    "uid": i.uid,
-                    "created": _t(i.created),
-                    "deleted": _t(i.deleted),
-                    "outcome": i.outcome,
-                    "nodeName": i.node_name,
-                    "restarts": i.restarts,
-                }
-            )
-            for i in record.previous
-        ],
-        "seenEvents": [
-            {"id": s.id, "count": s.count, "lastTime": _t(s.last_time)} for s in record.seen_events
-        ],
+        "lastEvent": _cut(newest.summary, MAX_LAST_EVENT) if newest else None,
+        **_history(record, limits),
     }
     return _clean(status)

@@ -9,6 +9,17 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
+from podtrail.core import Limits, MessagePolicy, record_size_bound
+from podtrail.core.limits import (
+    MAX_MESSAGE_LENGTH,
+    MAX_PREVIOUS_INSTANCES,
+    MAX_TIMELINE_ENTRIES,
+    MESSAGE_POLICIES,
+)
+
+RECORD_SIZE_LIMIT = 1024 * 1024
+"""Refused: limits whose worst-case record reaches this (etcd refuses requests above 1.5 MiB)."""
+
 LogFormat = Literal["json", "console"]
 PodStream = Literal["own", "kopf"]
 
@@ -37,6 +48,10 @@ class PodtrailSettings:
 
     message_length: int = 256
     """Event and status messages are cut to this many characters."""
+
+    messages: MessagePolicy = "first-line"
+    """`first-line` keeps the first line of every message; `none` keeps no message text at all
+    (for clusters where termination messages may hold the tail of a log)."""
 
     previous_instances: int = 5
     """Summaries of earlier pods with the same name kept per record."""
@@ -126,6 +141,13 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
             help=f"{text} (env PODTRAIL_{env_name}; default %(default)s)",
         )
     parser.add_argument(
+        "--messages",
+        choices=MESSAGE_POLICIES,
+        default=env_or("MESSAGES", defaults.messages),
+        help="first-line: keep the first line of every message; none: keep no message text, "
+        "not even in summaries (env PODTRAIL_MESSAGES; default %(default)s)",
+    )
+    parser.add_argument(
         "--log-format",
         choices=("json", "console"),
         default=env_or("LOG_FORMAT", "console" if sys.stderr.isatty() else "json"),
@@ -170,6 +192,7 @@ def parse_settings(
         max_records=args.max_records,
         timeline_entries=args.timeline_entries,
         message_length=args.message_length,
+        messages=args.messages,
         previous_instances=args.previous_instances,
         coalesce_seconds=args.coalesce_seconds,
         sweep_seconds=args.sweep_seconds,
@@ -207,4 +230,45 @@ def invalid_settings(settings: PodtrailSettings) -> list[str]:
     for name in ("health_port", "metrics_port"):
         if not 0 <= getattr(settings, name) <= 65_535:
             problems.append(f"--{name.replace('_', '-')} must be a port number")
+    if settings.messages not in MESSAGE_POLICIES:
+        problems.append("--messages must be none or first-line")
+    for name, most in (
+        ("timeline_entries", MAX_TIMELINE_ENTRIES),
+        ("message_length", MAX_MESSAGE_LENGTH),
+        ("previous_instances", MAX_PREVIOUS_INSTANCES),
+    ):
+        if getattr(settings, name) > most:
+            problems.append(f"--{name.replace('_', '-')} must be at most {most} (the schema's)")
+    if not problems:
+        problems += _record_size_problems(settings)
     return problems
+
+
+def record_limits(settings: PodtrailSettings) -> Limits:
+    """The bounds on a record that these settings choose."""
+    return Limits(
+        max_timeline_entries=settings.timeline_entries,
+        max_message_length=settings.message_length,
+        max_previous_instances=settings.previous_instances,
+        messages=settings.messages,
+    )
+
+
+def _record_size_problems(settings: PodtrailSettings) -> list[str]:
+    """Refuse limits whose worst-case record could come near etcd's request limit."""
+    bound = record_size_bound(record_limits(settings))
+    if bound < RECORD_SIZE_LIMIT:
+        return []
+    flags = f"--timeline-entries {settings.timeline_entries}"
+    if settings.messages == "none":
+        flags += " with --messages none"
+        advice = "lower --timeline-entries"
+    else:
+        flags += f" with --message-length {settings.message_length}"
+        advice = "lower one of them"
+    if settings.previous_instances != PodtrailSettings().previous_instances:
+        flags += f" and --previous-instances {settings.previous_instances}"
+    return [
+        f"{flags} allows records of up to {bound / RECORD_SIZE_LIMIT:.1f} MiB; "
+        f"the limit is 1 MiB: {advice}"
+    ]
