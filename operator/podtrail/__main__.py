@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import kopf
 
 from podtrail.shell.handlers import build_registry
+from podtrail.shell.leader import ElectionConfig, default_identity
 from podtrail.shell.logs import configure_logging
 from podtrail.shell.metrics import Metrics
 from podtrail.shell.settings import parse_settings
@@ -21,7 +22,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     if settings.kubeconfig:
         os.environ["KUBECONFIG"] = settings.kubeconfig  # Kopf's own login reads it
     configure_logging(settings.log_format, settings.log_level)
-    registry = build_registry(settings, Metrics())
+    election = (
+        ElectionConfig(
+            identity=default_identity(),
+            lease_name=settings.lease_name,
+            lease_namespace=settings.lease_namespace,
+        )
+        if settings.leader_election
+        else None
+    )
+    registry = build_registry(settings, Metrics(), election)
     kopf.run(
         registry=registry,
         standalone=True,

@@ -483,17 +483,27 @@ class FakeRuntimeParts:
     def __init__(self, journal: list[str]) -> None:
         self.journal = journal
         self.tasks = [asyncio.create_task(asyncio.sleep(3600)) for _ in range(3)]
-        self.writer = self
+        self.writer = FakeWriter(journal)
         self.kube = self
+        self.settings = PodtrailSettings()
+
+    async def close(self) -> None:
+        self.journal.append("close")
+
+
+class FakeWriter:
+    def __init__(self, journal: list[str]) -> None:
+        self.journal = journal
 
     def pending_count(self) -> int:
         return 4
 
-    async def flush_all(self) -> None:
-        self.journal.append("flush")
+    async def flush_all(self, timeout: float) -> list[tuple[str, str]]:
+        self.journal.append(f"flush within {timeout:g} s")
+        return []
 
     async def close(self) -> None:
-        self.journal.append("close")
+        self.journal.append("writer closed")
 
 
 class JournalingLeases(FakeLeases):
@@ -563,7 +573,8 @@ async def test_shutdown_flushes_while_leading_then_releases(
     await until(lambda: getattr(memo, "runtime", None) is not None, clock)
     election = handlers.Election(me, cast(Kube, FakeRuntimeParts(journal)), tasks)
     await handlers._stop_election(election, memo, metrics)
-    assert journal == ["flush", "close", "release", "close"]  # the runtime's, then the Lease's
+    # The runtime's writes (bounded), its connection, then the Lease and its connection.
+    assert journal == ["flush within 20 s", "writer closed", "close", "release", "close"]
     assert leases.holder() == ""
     assert leader_gauge(metrics) == 0
     assert all(task.done() for task in tasks)

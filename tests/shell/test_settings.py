@@ -117,3 +117,48 @@ def test_the_size_problem_names_the_flags_in_play() -> None:
     (problem,) = invalid_settings(wide)
     assert problem.startswith("--timeline-entries 1000 with --messages none and ")
     assert "--previous-instances 20" in problem and "lower --timeline-entries" in problem
+
+
+def test_leader_election_is_on_with_the_lease_in_the_pods_namespace() -> None:
+    settings = parse_settings([], env={"POD_NAMESPACE": "podtrail-system"})
+    assert settings.leader_election
+    assert (settings.lease_namespace, settings.lease_name) == ("podtrail-system", "podtrail")
+    assert parse_settings([], env={}).lease_namespace == "default"
+
+
+def test_leader_election_can_be_turned_off_and_the_lease_named() -> None:
+    off = parse_settings(["--no-leader-election"], env={})
+    assert not off.leader_election
+    named = parse_settings(
+        ["--lease-name", "team-a"],
+        env={"PODTRAIL_LEADER_ELECTION": "false", "PODTRAIL_LEASE_NAMESPACE": "ops"},
+    )
+    assert (named.leader_election, named.lease_name, named.lease_namespace) == (
+        False,
+        "team-a",
+        "ops",
+    )
+
+
+def test_time_bounds_of_requests_streams_and_shutdown() -> None:
+    defaults = parse_settings([], env={})
+    assert (
+        defaults.request_timeout_seconds,
+        defaults.stream_outage_seconds,
+        defaults.flush_seconds,
+    ) == (30.0, 300.0, 20.0)
+    chosen = parse_settings(
+        ["--request-timeout-seconds", "5", "--flush-seconds", "8"],
+        env={"PODTRAIL_STREAM_OUTAGE_SECONDS": "60"},
+    )
+    assert (chosen.request_timeout_seconds, chosen.stream_outage_seconds) == (5.0, 60.0)
+    assert chosen.flush_seconds == 8.0
+
+
+@pytest.mark.parametrize(
+    "flag", ["--request-timeout-seconds", "--stream-outage-seconds", "--flush-seconds"]
+)
+def test_time_bounds_must_be_positive(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_settings([flag, "0"], env={})
+    assert f"{flag} must be positive" in capsys.readouterr().err

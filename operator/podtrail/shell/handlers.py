@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+from collections.abc import Coroutine
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -24,6 +25,7 @@ from prometheus_client import start_http_server
 from podtrail import core
 from podtrail.shell import kube as kube_module
 from podtrail.shell.backoff import Backoff
+from podtrail.shell.health import StreamHealth
 from podtrail.shell.intake import PodIntake
 from podtrail.shell.kube import Kube
 from podtrail.shell.leader import ElectionConfig, LeaderElector
@@ -31,7 +33,7 @@ from podtrail.shell.logs import get_logger
 from podtrail.shell.metrics import Metrics
 from podtrail.shell.persist import RecordWriter
 from podtrail.shell.scope import Scope
-from podtrail.shell.settings import PodtrailSettings
+from podtrail.shell.settings import PodtrailSettings, record_limits
 from podtrail.shell.streams import (
     HeldEvents,
     follow_endpoint_slices,
@@ -55,8 +57,13 @@ class Runtime:
     held: HeldEvents
     metrics: Metrics
     intake: PodIntake
+    health: StreamHealth = dataclasses.field(default_factory=StreamHealth)
     tasks: list[asyncio.Task[None]] = dataclasses.field(default_factory=list)
     """The writer first (it is flushed and stopped last), then the streams and the sweep."""
+
+    def spawn(self, name: str, work: Coroutine[Any, Any, None]) -> None:
+        """Run one of the runtime's loops as a named task."""
+        self.tasks.append(asyncio.create_task(work, name=name))
 
 
 @dataclasses.dataclass
@@ -70,14 +77,6 @@ class Election:
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _limits(settings: PodtrailSettings) -> core.Limits:
-    return core.Limits(
-        max_timeline_entries=settings.timeline_entries,
-        max_message_length=settings.message_length,
-        max_previous_instances=settings.previous_instances,
-    )
 
 
 def _watched_namespaces(settings: PodtrailSettings) -> list[str | None]:
@@ -150,6 +149,7 @@ def build_registry(
             if task.done():
                 raise kopf.PermanentError(f"{task.get_name()} stopped")
         if runtime is not None:
+            _check_streams(runtime)
             return runtime.writer.pending_count()
         return "starting" if running is not None and running.elector.is_leader else "standby"
 
@@ -168,7 +168,7 @@ async def observe_record(runtime: Runtime, raw: dict[str, Any], *, deleted: bool
     runtime.writer.adopt(raw)
     if fresh and not (raw.get("status") or {}).get("podUID"):
         # A record created ahead of (or for) a pod by a user: fill it from the pod if it exists.
-        pod = await runtime.kube.get_pod(namespace, name)
+        pod = await runtime.kube.retried(lambda: runtime.kube.get_pod(namespace, name))
         if pod is not None:
             await runtime.intake.pod(pod, deleted=False)
 
@@ -189,75 +189,92 @@ def _tune_kopf(settings: kopf.OperatorSettings) -> None:
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
 
 
-async def _start_runtime(settings: PodtrailSettings, metrics: Metrics) -> Runtime:
-    kube = await Kube.connect(settings.kubeconfig)
-    scope = Scope(namespaces=settings.namespaces, opt_in=settings.opt_in)
-    try:
-        for namespace_object in await kube.list_namespaces():
-            scope.learn_namespace(namespace_object)
-    except BaseException:
-        await kube.close()
-        raise
-    writer = RecordWriter(
-        kube,
-        limits=_limits(settings),
-        window_seconds=settings.coalesce_seconds,
-        concurrency=settings.write_concurrency,
-        metrics=metrics,
+def _check_streams(runtime: Runtime) -> None:
+    """Fail the liveness probe when a stream has been down past the bound (a restart may help)."""
+    outage = runtime.health.longest_outage()
+    runtime.metrics.stream_outage.set(outage)
+    if outage > runtime.settings.stream_outage_seconds:
+        down = [name for name, state in runtime.health.states().items() if not state.up]
+        raise kopf.PermanentError(f"streams down for {outage:.0f} s: {', '.join(sorted(down))}")
+
+
+async def _connect(settings: PodtrailSettings, metrics: Metrics) -> Kube:
+    return await Kube.connect(
+        settings.kubeconfig,
+        request_timeout=settings.request_timeout_seconds,
+        on_request=metrics.count_request,
     )
-    held = HeldEvents()
-    intake = PodIntake(kube, scope, writer, held, metrics)
-    runtime = Runtime(settings, kube, scope, writer, held, metrics, intake)
+
+
+async def _start_runtime(settings: PodtrailSettings, metrics: Metrics) -> Runtime:
+    """Assemble the runtime, load every record, then start its loops."""
+    kube = await _connect(settings, metrics)
     try:
+        runtime = await _assemble(settings, metrics, kube)
         versions = await _catch_up(runtime)
     except BaseException:
         await kube.close()
         raise
-    runtime.tasks.append(asyncio.create_task(writer.run(), name="record-writer"))
+    _spawn_loops(runtime, versions)
+    log.info(
+        "podtrail started",
+        namespaces=list(settings.namespaces) or "all",
+        opt_in=settings.opt_in,
+        records=sum(1 for _ in runtime.writer.records()),
+    )
+    return runtime
+
+
+async def _assemble(settings: PodtrailSettings, metrics: Metrics, kube: Kube) -> Runtime:
+    scope = Scope(namespaces=settings.namespaces, opt_in=settings.opt_in)
+    for namespace_object in await kube.retried(kube.list_namespaces):
+        scope.learn_namespace(namespace_object)
+    writer = RecordWriter(
+        kube,
+        limits=record_limits(settings),
+        window_seconds=settings.coalesce_seconds,
+        concurrency=settings.write_concurrency,
+        metrics=metrics,
+        write_timeout_seconds=settings.request_timeout_seconds * 3,
+    )
+    held = HeldEvents()
+    intake = PodIntake(kube, scope, writer, held, metrics)
+    return Runtime(settings, kube, scope, writer, held, metrics, intake)
+
+
+def _spawn_loops(runtime: Runtime, versions: dict[str | None, str]) -> None:
+    """The writer first (stopped last), then a stream of each kind per namespace, the sweep."""
+    kube, writer, metrics, health = runtime.kube, runtime.writer, runtime.metrics, runtime.health
+    hooks: dict[str, Any] = {"health": health, "on_item_error": metrics.count_item_error}
+    runtime.spawn("record-writer", writer.run())
 
     async def take_pod(raw: dict[str, Any], deleted: bool) -> None:
-        await intake.pod(raw, deleted=deleted)
+        await runtime.intake.pod(raw, deleted=deleted)
 
     async def take_record(raw: dict[str, Any], deleted: bool) -> None:
         await observe_record(runtime, raw, deleted=deleted)
 
     for namespace, version in versions.items():
-        runtime.tasks.append(
-            asyncio.create_task(
-                follow_records(kube, namespace, version, take_record, metrics),
-                name=f"records-{namespace or 'all'}",
-            )
+        runtime.spawn(
+            f"records-{namespace or 'all'}",
+            follow_records(kube, namespace, version, take_record, metrics, **hooks),
         )
-    for namespace in _watched_namespaces(settings):
-        if settings.pod_stream == "own":
-            runtime.tasks.append(
-                asyncio.create_task(
-                    follow_pods(kube, namespace, take_pod, intake.missing_after_listing, metrics),
-                    name=f"pods-{namespace or 'all'}",
-                )
+    for namespace in _watched_namespaces(runtime.settings):
+        where = namespace or "all"
+        if runtime.settings.pod_stream == "own":
+            closing = runtime.intake.missing_after_listing
+            runtime.spawn(
+                f"pods-{where}", follow_pods(kube, namespace, take_pod, closing, metrics, **hooks)
             )
-        runtime.tasks.append(
-            asyncio.create_task(
-                follow_pod_events(kube, namespace, writer, runtime.held, metrics),
-                name=f"pod-events-{namespace or 'all'}",
-            )
+        runtime.spawn(
+            f"pod-events-{where}",
+            follow_pod_events(kube, namespace, writer, runtime.held, metrics, **hooks),
         )
-        runtime.tasks.append(
-            asyncio.create_task(
-                follow_endpoint_slices(kube, namespace, writer, metrics),
-                name=f"endpoint-slices-{namespace or 'all'}",
-            )
+        runtime.spawn(
+            f"endpoint-slices-{where}",
+            follow_endpoint_slices(kube, namespace, writer, metrics, **hooks),
         )
-    runtime.tasks.append(
-        asyncio.create_task(sweep_forever(kube, writer, settings, metrics), name="sweep")
-    )
-    log.info(
-        "podtrail started",
-        namespaces=list(settings.namespaces) or "all",
-        opt_in=settings.opt_in,
-        records=sum(1 for _ in writer.records()),
-    )
-    return runtime
+    runtime.spawn("sweep", sweep_forever(kube, writer, runtime.settings, metrics))
 
 
 async def _catch_up(runtime: Runtime) -> dict[str | None, str]:
@@ -288,13 +305,14 @@ async def _catch_up(runtime: Runtime) -> dict[str | None, str]:
 async def _stop_runtime(runtime: Runtime) -> None:
     writer_task = runtime.tasks[0] if runtime.tasks else None
     await _cancel(runtime.tasks[1:])
-    await runtime.writer.flush_all()
+    unwritten = await runtime.writer.flush_all(timeout=runtime.settings.flush_seconds)
+    await runtime.writer.close()
     if writer_task is not None:
         writer_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await writer_task
     await runtime.kube.close()
-    log.info("podtrail stopped; pending facts written")
+    log.info("podtrail stopped", unwritten_records=len(unwritten))
 
 
 async def _abandon_runtime(runtime: Runtime) -> None:
@@ -324,7 +342,7 @@ async def _start_election(
     settings: PodtrailSettings, metrics: Metrics, config: ElectionConfig, memo: kopf.Memo
 ) -> Election:
     """Stand by for the Lease in the background; the runtime starts when it is won."""
-    leases = await Kube.connect(settings.kubeconfig)
+    leases = await _connect(settings, metrics)
     elector = LeaderElector(leases, config)
     election = Election(elector, leases)
     metrics.leader.set(0)

@@ -101,12 +101,38 @@ class Metrics:
             ["form"],
             registry=self.registry,
         )
+        self.api_requests = Counter(
+            "podtrail_api_requests_total",
+            "Requests to the API server, by call (list, watch, get, create, update, patch, delete)"
+            " and result (2xx, 4xx, 5xx, 429, 410, timeout, connection).",
+            ["call", "result"],
+            registry=self.registry,
+        )
+        self.stream_item_errors = Counter(
+            "podtrail_stream_item_errors_total",
+            "Objects a stream could not handle (logged and skipped; the stream goes on).",
+            ["stream"],
+            registry=self.registry,
+        )
+        self.stream_outage = Gauge(
+            "podtrail_stream_outage_seconds",
+            "How long the stream that has been down the longest has been down (0: all up).",
+            registry=self.registry,
+        )
         self.delete_failures = Counter(
             "podtrail_record_delete_failures_total",
             "Record deletions by the retention sweep that failed, by reason.",
             ["reason"],
             registry=self.registry,
         )
+
+    def count_request(self, call: str, result: str) -> None:
+        """The API client's request hook: one count per request made."""
+        self.api_requests.labels(call=call, result=result).inc()
+
+    def count_item_error(self, stream: str) -> None:
+        """The streams' hook for an object they had to skip."""
+        self.stream_item_errors.labels(stream=stream).inc()
 
     def observe_status_change(
         self, before: Mapping[str, Any] | None, after: Mapping[str, Any]

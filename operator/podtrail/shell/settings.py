@@ -85,6 +85,24 @@ class PodtrailSettings:
     kubeconfig: str | None = None
     """A kubeconfig path; by default in-cluster config, then $KUBECONFIG or ~/.kube/config."""
 
+    request_timeout_seconds: float = 30.0
+    """Every API request but a watch ends within this (a watch: its server-side timeout)."""
+
+    stream_outage_seconds: float = 300.0
+    """The liveness probe fails once a stream has been down this long (ten backoff caps)."""
+
+    flush_seconds: float = 20.0
+    """On SIGTERM, pending writes get this long (the pod's grace period is longer)."""
+
+    leader_election: bool = True
+    """Run the streams and writes only while holding a Lease, so replicas can stand by."""
+
+    lease_name: str = "podtrail"
+    """The Lease the replicas compete for."""
+
+    lease_namespace: str = "default"
+    """Where the Lease lives: $POD_NAMESPACE in a cluster, else `default`."""
+
 
 def _env_bool(value: str) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
@@ -127,6 +145,9 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         ("coalesce-seconds", float, "window gathering the status writes of one record"),
         ("sweep-seconds", float, "interval of the retention sweep"),
         ("write-concurrency", int, "status writes in flight at once"),
+        ("request-timeout-seconds", float, "bound on every API request but watches"),
+        ("stream-outage-seconds", float, "liveness fails once a stream is down this long"),
+        ("flush-seconds", float, "bound on writing what is pending at shutdown"),
         ("health-port", int, "liveness endpoint port (0: off)"),
         ("metrics-port", int, "Prometheus metrics port (0: off)"),
     )
@@ -167,6 +188,24 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         help="lowest level logged (env PODTRAIL_LOG_LEVEL)",
     )
     parser.add_argument(
+        "--leader-election",
+        action=argparse.BooleanOptionalAction,
+        default=_env_bool(env.get("PODTRAIL_LEADER_ELECTION", "true")),
+        help="work only while holding the Lease, so a second replica can stand by "
+        "(env PODTRAIL_LEADER_ELECTION; default on)",
+    )
+    parser.add_argument(
+        "--lease-name",
+        default=env_or("LEASE_NAME", defaults.lease_name),
+        help="the Lease's name (env PODTRAIL_LEASE_NAME; default %(default)s)",
+    )
+    parser.add_argument(
+        "--lease-namespace",
+        default=env_or("LEASE_NAMESPACE", env.get("POD_NAMESPACE") or "default"),
+        help="the Lease's namespace (env PODTRAIL_LEASE_NAMESPACE; default $POD_NAMESPACE, "
+        "else default)",
+    )
+    parser.add_argument(
         "--kubeconfig",
         default=env.get("KUBECONFIG") or None,
         help="kubeconfig path (default: in-cluster, then $KUBECONFIG)",
@@ -203,6 +242,12 @@ def parse_settings(
         health_port=args.health_port,
         metrics_port=args.metrics_port,
         kubeconfig=args.kubeconfig,
+        request_timeout_seconds=args.request_timeout_seconds,
+        stream_outage_seconds=args.stream_outage_seconds,
+        flush_seconds=args.flush_seconds,
+        leader_election=bool(args.leader_election),
+        lease_name=args.lease_name,
+        lease_namespace=args.lease_namespace,
     )
     problems = invalid_settings(settings)
     if problems:
@@ -220,6 +265,9 @@ def invalid_settings(settings: PodtrailSettings) -> list[str]:
         "message_length",
         "sweep_seconds",
         "write_concurrency",
+        "request_timeout_seconds",
+        "stream_outage_seconds",
+        "flush_seconds",
     )
     for name in positive:
         if getattr(settings, name) <= 0:
