@@ -95,7 +95,7 @@ def build_registry(
 
     @kopf.on.startup(registry=registry)
     async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-        _tune_kopf(settings)
+        _tune_kopf(settings, options.request_timeout_seconds)
         _serve_metrics(options, metrics, memo)
         if election is not None:
             memo.election = await _start_election(options, metrics, election, memo)
@@ -173,7 +173,7 @@ async def observe_record(runtime: Runtime, raw: dict[str, Any], *, deleted: bool
             await runtime.intake.pod(pod, deleted=False)
 
 
-def _tune_kopf(settings: kopf.OperatorSettings) -> None:
+def _tune_kopf(settings: kopf.OperatorSettings, request_timeout: float) -> None:
     settings.posting.enabled = False  # posting Events while watching Events feeds on itself
     settings.scanning.disabled = True
     settings.persistence.finalizer = "podtrail.io/finalizer"
@@ -184,6 +184,8 @@ def _tune_kopf(settings: kopf.OperatorSettings) -> None:
     settings.watching.server_timeout = 290
     settings.watching.client_timeout = 320
     settings.watching.connect_timeout = 10
+    settings.networking.connect_timeout = 10  # Kopf's own requests, bounded like ours
+    settings.networking.request_timeout = request_timeout
     settings.watching.chunk_size = 500
     settings.process.ultimate_exiting_timeout = 30
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
