@@ -128,20 +128,45 @@ async def first_fact_of_new_pod(h: FaultHarness, namespace: str, name: str) -> f
     return time.monotonic()
 
 
+@dataclass
+class Subject:
+    """One operator under the outage, in its own namespace, with its own sampler."""
+
+    name: str
+    namespace: str
+    operator: OperatorProcess
+    sampler: Sampler
+
+
+async def prepare(h: FaultHarness, name: str, *options: str, lease: bool) -> Subject:
+    namespace = await h.namespace(f"apiserver-{name}")
+    operator = h.operator(f"apiserver-{name}", [namespace], *options, lease=lease)
+    await operator.start()
+    for index in range(3):
+        body = pod(f"steady-{index}", container("app", "sleep 3600"), grace=1)
+        await h.create_pod(namespace, body)
+    for index in range(3):
+        await h.wait_record(
+            namespace, f"steady-{index}", lambda r: status_of(r).get("phase") == "Running"
+        )
+    sampler = Sampler(operator)
+    sampler.start()
+    return Subject(name, namespace, operator, sampler)
+
+
 async def one_outage(
-    h: FaultHarness,
-    namespace: str,
-    operator: OperatorProcess,
-    server: ApiServer,
-    sampler: Sampler,
-    mode: str,
+    h: FaultHarness, subjects: list[Subject], server: ApiServer, mode: str
 ) -> dict[str, Any]:
-    """Stop (or freeze) the API server for its time, bring it back, measure the return."""
+    """Stop (or freeze) the API server for its time, bring it back, measure each return."""
     seconds = STOP_SECONDS if mode == "stop" else FREEZE_SECONDS
-    ender = f"ender-{mode}"
-    await h.create_pod(namespace, pod(ender, container("app", "sleep 12; exit 0"), restart="Never"))
-    await h.wait_record(namespace, ender, lambda r: status_of(r).get("phase") == "Running")
-    before = await operator.metrics()
+    for subject in subjects:  # a pod that ends while the server is away
+        body = pod(f"ender-{mode}", container("app", "sleep 12; exit 0"), restart="Never")
+        await h.create_pod(subject.namespace, body)
+    for subject in subjects:
+        await h.wait_record(
+            subject.namespace, f"ender-{mode}", lambda r: status_of(r).get("phase") == "Running"
+        )
+    before = [await s.operator.metrics() for s in subjects]
     down_at = time.monotonic()
     compacted = None
     if mode == "stop":
@@ -150,59 +175,57 @@ async def one_outage(
     else:
         server.freeze()
     await asyncio.sleep(max(0.0, seconds - (time.monotonic() - down_at)))
-    during = await operator.metrics()
+    during = [await s.operator.metrics() for s in subjects]
     back_at = time.monotonic()
     if mode == "stop":
         server.start()
     else:
         server.thaw()
     ready_at = await server.wait_ready()
-    recovery = await first_fact_of_new_pod(h, namespace, f"after-{mode}") - ready_at
+    facts_at = await asyncio.gather(
+        *(first_fact_of_new_pod(h, s.namespace, f"after-{mode}") for s in subjects)
+    )
     await asyncio.sleep(15)  # let the streams settle before the after-counters
-    after = await operator.metrics()
+    after = [await s.operator.metrics() for s in subjects]
     return {
         "mode": mode,
         "compacted": compacted,
         "seconds_down": back_at - down_at,
         "ready_after_return": ready_at - back_at,
-        "recovery": recovery,
-        "before": before,
-        "during": during,
-        "after": after,
-        "samples": sampler.between(down_at, ready_at),
+        "per": {
+            s.name: {
+                "recovery": fact_at - ready_at,
+                "before": b,
+                "during": d,
+                "after": a,
+                "samples": s.sampler.between(down_at, ready_at),
+            }
+            for s, fact_at, b, d, a in zip(subjects, facts_at, before, during, after)
+        },
     }
 
 
 async def apiserver_outages(h: FaultHarness) -> dict[str, Any]:
-    namespace = await h.namespace("apiserver")
-    operator = h.operator("apiserver", [namespace])
-    await operator.start()
-    for index in range(3):
-        await h.create_pod(
-            namespace, pod(f"steady-{index}", container("app", "sleep 3600"), grace=1)
-        )
-    for index in range(3):
-        await h.wait_record(
-            namespace, f"steady-{index}", lambda r: status_of(r).get("phase") == "Running"
-        )
+    # As deployed (leader election on), and without it, to see the streams' own relist: a
+    # single replica that loses its Lease in an outage restarts its streams from a fresh list.
+    subjects = [
+        await prepare(h, "lease", lease=True),
+        await prepare(h, "nolease", lease=False),
+    ]
     server = ApiServer(h.kubectl, h.kubeconfig)
-    sampler = Sampler(operator)
-    sampler.start()
     outages = []
     try:
         for mode in ("stop", "freeze"):
-            outages.append(await one_outage(h, namespace, operator, server, sampler, mode))
+            outages.append(await one_outage(h, subjects, server, mode))
     finally:
         await server.ensure_running()
-        await sampler.stop()
-    lost = await unmatched_records(h, namespace)
-    records = await retried(lambda: h.records(namespace))
+        for subject in subjects:
+            await subject.sampler.stop()
     return {
         "outages": outages,
-        "lost": lost,
-        "records": records,
-        "operator_alive": operator.running,
-        "log": str(operator.log_path),
+        "lost": {s.name: await unmatched_records(h, s.namespace) for s in subjects},
+        "records": {s.name: await retried(lambda s=s: h.records(s.namespace)) for s in subjects},
+        "alive": {s.name: s.operator.running for s in subjects},
     }
 
 
@@ -231,94 +254,122 @@ async def unmatched_records(h: FaultHarness, namespace: str) -> list[str]:
     return list(problems)
 
 
-def outage_figures(outage: dict[str, Any]) -> dict[str, Any]:
-    before, during, after = outage["before"], outage["during"], outage["after"]
+def outage_figures(outage: dict[str, Any], name: str) -> dict[str, Any]:
+    mine = outage["per"][name]
+    before, during, after = mine["before"], mine["during"], mine["after"]
     minutes = outage["seconds_down"] / 60
     requests = deltas(before, during, "podtrail_api_requests_total")
-    restarts = deltas(before, during, "podtrail_stream_restarts_total")
     per_stream = {
         stream: metric_sum(during, "podtrail_stream_restarts_total", stream=stream)
         - metric_sum(before, "podtrail_stream_restarts_total", stream=stream)
         for stream in STREAMS
     }
-    samples: list[Sample] = outage["samples"]
+    samples: list[Sample] = mine["samples"]
     return {
         "seconds down": round(outage["seconds_down"], 1),
         "API requests while down (all calls)": sum(requests.values()),
         "API requests while down, by call and result": requests,
-        "stream restarts while down, by stream and cause": restarts,
+        "stream restarts while down, by stream and cause": deltas(
+            before, during, "podtrail_stream_restarts_total"
+        ),
         "highest stream restarts per stream per minute": round(
             max(per_stream.values(), default=0) / minutes, 1
         ),
         "requests per stream per minute": round(sum(requests.values()) / len(STREAMS) / minutes, 1),
         "healthz/metrics samples while down": len(samples),
-        "healthz unanswered": sum(1 for s in samples if s.health != 200),
+        "healthz unanswered": sum(1 for s in samples if s.health is None),
+        "healthz answers other than 200": sum(1 for s in samples if s.health not in (None, 200)),
         "metrics unanswered": sum(1 for s in samples if s.metrics is None),
         "slowest healthz answer (s)": round(max((s.health_seconds for s in samples), default=0), 2),
         "slowest metrics answer (s)": round(
             max((s.metrics_seconds for s in samples), default=0), 2
         ),
         "/readyz ok after the return (s)": round(outage["ready_after_return"], 1),
-        "first new fact after /readyz ok (s)": round(outage["recovery"], 1),
+        "first new fact after /readyz ok (s)": round(mine["recovery"], 1),
         "stream restarts after the return, by stream and cause": deltas(
             during, after, "podtrail_stream_restarts_total"
         ),
     }
 
 
-def check_outage(outage: dict[str, Any]) -> None:
-    figures = outage_figures(outage)
-    during = outage["during"]
-    assert figures["healthz unanswered"] == 0, f"/healthz did not answer: {figures}"
-    assert figures["metrics unanswered"] == 0, f"/metrics did not answer: {figures}"
-    assert figures["first new fact after /readyz ok (s)"] <= RECOVERY_BUDGET_SECONDS, figures
+def check_outage(outage: dict[str, Any], name: str) -> None:
+    figures = outage_figures(outage, name)
+    during = outage["per"][name]["during"]
+    where = f"{name}, {outage['mode']}: {figures}"
+    assert figures["healthz unanswered"] == 0, f"/healthz did not answer: {where}"
+    assert figures["metrics unanswered"] == 0, f"/metrics did not answer: {where}"
     assert has_metric(during, "podtrail_api_requests_total"), (
         "podtrail_api_requests_total is not exported: the request counter has not landed"
     )
-    assert figures["requests per stream per minute"] <= MAX_TRIES_PER_STREAM_MINUTE, figures
+    assert figures["requests per stream per minute"] <= MAX_TRIES_PER_STREAM_MINUTE, where
     assert (
         figures["highest stream restarts per stream per minute"] <= MAX_TRIES_PER_STREAM_MINUTE
-    ), figures
+    ), where
+    assert figures["first new fact after /readyz ok (s)"] <= RECOVERY_BUDGET_SECONDS, where
+
+
+TITLES = {
+    ("stop", "lease"): "2a. API server stopped (leader election on, as deployed)",
+    ("stop", "nolease"): "2b. API server stopped (no leader election)",
+    ("freeze", "lease"): "2c. API server frozen (leader election on, as deployed)",
+    ("freeze", "nolease"): "2d. API server frozen (no leader election)",
+}
 
 
 @plays(apiserver_outages, exclusive=True)
 def test_apiserver_stopped_and_frozen(outcome: dict[str, Any]) -> None:
-    records: list[Obj] = outcome["records"]
-    duplicates = {r["metadata"]["name"]: duplicate_keys(r) for r in records if duplicate_keys(r)}
+    duplicates = {
+        f"{name}/{r['metadata']['name']}": duplicate_keys(r)
+        for name, records in outcome["records"].items()
+        for r in records
+        if duplicate_keys(r)
+    }
+    lost = [problem for problems in outcome["lost"].values() for problem in problems]
     for outage in outcome["outages"]:
-        figures = outage_figures(outage)
-        figures["records lost or behind (after 60 s)"] = len(outcome["lost"])
-        figures["duplicate timeline keys"] = sum(len(k) for k in duplicates.values())
-        title = "2a. API server stopped" if outage["mode"] == "stop" else "2b. API server frozen"
-        record_figures(title, figures)
-    assert outcome["operator_alive"], f"the operator exited; log {outcome['log']}"
-    assert not outcome["lost"], "\n".join(outcome["lost"])
+        for name in outage["per"]:
+            figures = outage_figures(outage, name)
+            figures["records lost or behind (after 60 s)"] = len(outcome["lost"][name])
+            figures["duplicate timeline keys"] = sum(
+                len(k) for key, k in duplicates.items() if key.startswith(f"{name}/")
+            )
+            record_figures(TITLES[(outage["mode"], name)], figures)
+    assert all(outcome["alive"].values()), f"an operator exited: {outcome['alive']}"
+    assert not lost, "\n".join(lost)
     assert not duplicates, f"duplicate timeline keys: {duplicates}"
+    failures = []
     for outage in outcome["outages"]:
-        check_outage(outage)
+        for name in outage["per"]:
+            try:
+                check_outage(outage, name)
+            except AssertionError as error:
+                failures.append(str(error))
+    assert not failures, "\n".join(failures)
 
 
 @plays(apiserver_outages, exclusive=True)
 def test_streams_relist_after_gone(outcome: dict[str, Any]) -> None:
     stop = next(o for o in outcome["outages"] if o["mode"] == "stop")
+    mine = stop["per"]["nolease"]
     gone = {
         stream: metric_sum(
-            stop["after"], "podtrail_stream_restarts_total", stream=stream, cause="gone"
+            mine["after"], "podtrail_stream_restarts_total", stream=stream, cause="gone"
         )
-        - metric_sum(stop["before"], "podtrail_stream_restarts_total", stream=stream, cause="gone")
+        - metric_sum(mine["before"], "podtrail_stream_restarts_total", stream=stream, cause="gone")
         for stream in STREAMS
     }
-    records: list[Obj] = outcome["records"]
+    records: list[Obj] = outcome["records"]["nolease"]
     record_figures(
-        "6. 410 Gone after the API server's restart",
+        "6. 410 Gone on every stream (etcd compacted while the API server was stopped)",
         {
-            "etcd compacted to revision (while the API server was down)": stop["compacted"],
-            "streams restarted with cause gone, by stream": gone,
+            "etcd compacted to revision": stop["compacted"],
+            "streams restarted with cause gone, by stream (no leader election)": gone,
             "duplicate timeline keys": sum(len(duplicate_keys(r)) for r in records),
+            "records lost or behind (after 60 s)": len(outcome["lost"]["nolease"]),
         },
     )
     assert all(gone.values()), (
         "not every stream restarted with cause 'gone' after the compaction and restart: "
-        f"{deltas(stop['before'], stop['after'], 'podtrail_stream_restarts_total')}"
+        f"{deltas(mine['before'], mine['after'], 'podtrail_stream_restarts_total')}"
     )
     assert not any(duplicate_keys(r) for r in records)
+    assert not outcome["lost"]["nolease"], outcome["lost"]["nolease"]
