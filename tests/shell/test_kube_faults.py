@@ -293,6 +293,26 @@ async def test_repeated_gone_backs_off() -> None:
     assert harness.clock.sleeps == [0.75, 1.5]  # the first 410 re-lists at once
 
 
+async def test_a_server_back_from_an_outage_answering_gone_is_relisted_at_once() -> None:
+    # The outage built a long backoff; the server's first answer after it is 410 (its watch
+    # cache starts anew): the re-list must not wait out the outage's backoff.
+    harness = Harness(
+        [
+            listing(version="10"),
+            *[failed(503) for _ in range(6)],
+            watch(status_error(410, "too old resource version")),
+            listing(pod("a", "30"), version="31"),
+            watch(event("ADDED", pod("b", "32"))),
+        ]
+    )
+
+    items = await harness.take(7)
+
+    assert kinds(items) == ["LISTING", "LISTED", "SYNCED", "LISTING", "LISTED", "SYNCED", "ADDED"]
+    assert harness.restarts == ["server-error"] * 6 + ["gone"]
+    assert harness.clock.sleeps == [0.375, 0.75, 1.5, 3.0, 6.0, 12.0]  # none after the 410
+
+
 async def test_a_gone_watch_status_relists_too() -> None:
     harness = Harness(
         [failed(410), listing(version="20"), watch(event("ADDED", pod("a", "21")))],

@@ -368,6 +368,23 @@ async def test_a_short_outage_within_the_deadline_keeps_the_lease(
     await stop(task)
 
 
+async def test_a_leader_cut_off_by_a_long_outage_leads_again_soon_after_it(
+    leases: FakeLeases, clock: FakeClock
+) -> None:
+    me = elector(leases, clock)
+    task = await running(me)
+    await until(lambda: me.is_leader, clock)
+    leases.fail_next = [TimeoutError() for _ in range(40)]  # minutes of a dead API server
+    await until(lambda: not me.is_leader, clock)
+    await until(lambda: not leases.fail_next, clock, limit=600)
+    back = clock.now
+    await until(lambda: me.is_leader, clock)
+    # Standing by, it kept trying at a standby's pace, not at the 30 s backoff cap.
+    assert clock.now - back <= RETRY * 2.2 + 0.01
+    assert leases.holder() == me.config.identity
+    await stop(task)
+
+
 async def test_transient_errors_back_off_and_honour_retry_after(
     leases: FakeLeases, clock: FakeClock
 ) -> None:

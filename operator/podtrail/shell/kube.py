@@ -808,6 +808,7 @@ class _Stream:
         self._name = name
         self._version = since
         self._backoff = policy.backoff()
+        self._last_cause: str | None = None  # of the last failure since the last good watch
         self._count_watch = policy.counter("watch")
 
     async def items(self) -> AsyncIterator[StreamItem]:
@@ -863,6 +864,7 @@ class _Stream:
                 if not worked:
                     worked = True
                     self._backoff.reset()
+                    self._last_cause = None
                 version = (obj.get("metadata") or {}).get("resourceVersion")
                 if version:
                     self._version = str(version)
@@ -873,15 +875,21 @@ class _Stream:
         if not worked and self._policy.monotonic() - started < _QUICK_END_SECONDS:
             raise _StreamError("empty", "the watch ended at once with nothing in it")
         self._backoff.reset()
+        self._last_cause = None
 
     async def _failed(self, error: Exception) -> None:
         cause = _cause_of(error)
-        first = self._backoff.failures == 0
+        # A 410 is the usual expiry, and the first answer of a server back from an outage:
+        # re-list at once, whatever the outage cost. Only 410s in a row wait.
+        first_gone = cause == "gone" and self._last_cause != "gone"
+        self._last_cause = cause
         delay = self._backoff.next_delay(retry_after(error))
         if cause == "gone":
             self._version = None
-            if first:
-                delay = 0.0  # the usual expiry: re-list at once; repeated ones wait
+            if first_gone:
+                self._backoff.reset()
+                self._backoff.failures = 1  # a 410 right after the re-list waits 1 s
+                delay = 0.0
         self._on_restart(cause)
         log.warning(
             "stream restarts",

@@ -211,7 +211,10 @@ class LeaderElector:
                     return
                 self._backoff.reset()
             except Exception as error:
-                delay = max(delay, self._failure_delay(error))
+                # Never slower than a standby's usual pace (unless told to wait): a leader cut
+                # off by an outage takes its Lease back within seconds of the server's return.
+                cap = retry * (1 + _JITTER_FACTOR) if kube.is_transient(error) else None
+                delay = max(delay, self._failure_delay(error, cap))
             self._log_holder()
             await self._sleep(delay)
 
@@ -325,8 +328,11 @@ class LeaderElector:
             "leaseTransitions": transitions if ours else transitions + 1,
         }
 
-    def _failure_delay(self, error: Exception) -> float:
-        delay = self._backoff.next_delay(kube.retry_after(error))
+    def _failure_delay(self, error: Exception, cap: float | None = None) -> float:
+        told = kube.retry_after(error)
+        delay = self._backoff.next_delay(told)
+        if cap is not None:
+            delay = max(min(delay, cap), told or 0.0)
         if kube.is_transient(error):
             log.info("lease call failed", error=repr(error), retry_in=round(delay, 2))
         else:
