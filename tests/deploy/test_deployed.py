@@ -15,11 +15,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -71,12 +73,15 @@ class Cluster:
             if not p["metadata"].get("deletionTimestamp")
         ]
 
+    def lease_holder(self) -> str:
+        lease = self.json("-n", NAMESPACE, "get", "lease", "podtrail")
+        return str((lease.get("spec") or {}).get("holderIdentity") or "")
+
     def operator_pod(self) -> dict[str, Any]:
         """The replica that holds the Lease: the one that watches and writes."""
 
         def leader() -> dict[str, Any] | None:
-            lease = self.json("-n", NAMESPACE, "get", "lease", "podtrail")
-            holder = (lease.get("spec") or {}).get("holderIdentity") or ""
+            holder = self.lease_holder()
             pods = {p["metadata"]["name"]: p for p in self.operator_pods()}
             return pods.get(holder.rsplit("_", 1)[0])
 
@@ -232,6 +237,55 @@ def test_new_operator_pod_takes_over_without_duplicates(
     assert [key for key, count in keys.items() if count > 1] == []
     earlier = {entry["key"] for entry in (before.get("status") or {}).get("timeline") or []}
     assert earlier <= set(keys), "nothing recorded before the takeover was lost"
+
+
+def container_processes(container_id: str) -> list[int]:
+    """PIDs of a container's processes, found on the node through their cgroup paths."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if container_id in (proc / "cgroup").read_text():
+                    pids.append(int(proc.name))
+            except OSError:
+                continue  # gone meanwhile
+    return pids
+
+
+def test_a_sigkilled_leader_fails_over_with_nothing_lost_or_doubled(
+    cluster: Cluster, deployed: dict[str, Any]
+) -> None:
+    if not cluster.kube_cluster.local or os.geteuid() != 0:
+        pytest.skip("kills the leader's processes from the node: the local cluster, as root")
+    namespace = deployed["namespace"]
+    leader = cluster.operator_pod()
+    holder = cluster.lease_holder()
+    container = leader["status"]["containerStatuses"][0]["containerID"].split("://")[-1]
+    pids = container_processes(container)
+    assert pids, f"no process of the leader's container {container} on this node"
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    # A pod that starts while nobody leads: its record must be complete once someone does.
+    cluster.run("-n", namespace, "create", "-f", "-", stdin=sleeper("orphan"))
+    wait("another holder", lambda: cluster.lease_holder() not in ("", holder), timeout=60)
+    failover = time.monotonic() - killed
+    measure(sigkilled_leader_failover_seconds=round(failover, 1))
+    assert failover < 15 + 2 * 2.2 + 5, "lease duration, a standby's retry, and slack"
+    cluster.run("-n", namespace, "wait", "--for=condition=Ready", "pod/orphan", "--timeout=120s")
+    cluster.run("-n", namespace, "delete", "pod", "orphan", "--wait=true", "--timeout=60s")
+
+    def ended() -> dict[str, Any] | None:
+        record = cluster.record(namespace, "orphan")
+        return record if record and (record.get("status") or {}).get("outcome") else None
+
+    record = wait("the orphan's outcome", ended, timeout=120)
+    types = [entry["type"] for entry in record["status"]["timeline"]]
+    assert record["status"]["outcome"] == "GracefulShutdown"
+    for fact in ("Created", "Scheduled", "ContainerStarted", "DeletionRequested", "PodDeleted"):
+        assert fact in types, f"{fact} missing from {types}"
+    keys = Counter(entry["key"] for entry in record["status"]["timeline"])
+    assert [key for key, count in keys.items() if count > 1] == []
 
 
 def test_undeploy_keeps_the_crd_and_the_records(cluster: Cluster, deployed: dict[str, Any]) -> None:

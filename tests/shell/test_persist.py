@@ -269,18 +269,22 @@ def expected_status(*raws: dict[str, Any]) -> dict[str, Any]:
     return status
 
 
-async def test_observations_in_one_window_make_one_create_and_one_status_write(
+async def test_a_new_record_is_created_at_once_and_later_changes_wait_for_the_window(
     harness: Harness,
 ) -> None:
     store, writer = harness.store, harness.writer
     assert writer.submit(core.observe_pod(pending_pod()), labels={"app": "web"})
+    await harness.time.advance(0.1)
+    # Created at once: an operator killed now leaves a record the next one completes.
+    assert store.calls == ["create", "status"]
+    assert store.status() == expected_status(pending_pod())
+    assert store.records[(NS, NAME)]["metadata"]["labels"] == {"app": "web"}
     assert writer.submit(core.observe_pod(running_pod()), labels={"app": "web"})
     await harness.time.advance(0.1)
-    assert store.calls == [], "the window is still open"
+    assert store.calls == ["create", "status"], "the window is still open"
     await harness.settle()
-    assert store.calls == ["create", "status"]
+    assert store.calls == ["create", "status", "status"]
     assert store.status() == expected_status(pending_pod(), running_pod())
-    assert store.records[(NS, NAME)]["metadata"]["labels"] == {"app": "web"}
 
 
 async def test_seeing_the_same_pod_again_writes_nothing(harness: Harness) -> None:
@@ -296,9 +300,11 @@ async def test_seeing_the_same_pod_again_writes_nothing(harness: Harness) -> Non
 @pytest.mark.parametrize("harness", [30.0], indirect=True)
 async def test_terminal_facts_are_written_at_once(harness: Harness) -> None:
     store, writer = harness.store, harness.writer
+    writer.submit(core.observe_pod(pending_pod()))
+    await harness.time.advance(0.3)  # the record is created at once
     writer.submit(core.observe_pod(running_pod()))
     await harness.time.advance(0.3)
-    assert "status" not in store.calls, "a 30 s window holds the running pod back"
+    assert store.calls == ["create", "status"], "a 30 s window holds the running pod back"
     assert writer.pending_count() == 1
     writer.submit(core.PodGone(NS, NAME, b.UID, clock(), True))
     await harness.settle(0.0)

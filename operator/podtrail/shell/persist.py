@@ -395,7 +395,9 @@ class RecordWriter:
         )
         self._track(state)
         self._announce(key, step.facts)
-        self._schedule(state, immediately=step.terminal)
+        # A new record is created at once: an operator killed within its first window then
+        # leaves a record that the next one completes (or ends DeletedUnobserved), not nothing.
+        self._schedule(state, immediately=step.terminal or not state.exists)
         return step.facts
 
     def pending_count(self) -> int:
