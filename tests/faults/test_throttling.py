@@ -209,7 +209,17 @@ async def throttled(h: FaultHarness) -> dict[str, Any]:
     namespace = await h.namespace("throttle")
     suffix = namespace.rsplit("-", 1)[-1]
     kubeconfig = await service_account_kubeconfig(h, namespace, suffix)
-    operator = h.operator("throttle", [namespace], kubeconfig=str(kubeconfig))
+    # Every observation written at once, many at a time: the burst surely needs more than the
+    # priority level's 3 seats (with the defaults a quiet run asked for more only now and then).
+    operator = h.operator(
+        "throttle",
+        [namespace],
+        "--write-concurrency",
+        "32",
+        "--coalesce-seconds",
+        "0",
+        kubeconfig=str(kubeconfig),
+    )
     await operator.start()
     for index in range(STEADY_PODS):
         await h.create_pod(
