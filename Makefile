@@ -63,7 +63,7 @@ test-deployed: install ## build the image, deploy it with the shipped manifests,
 	$(MAKE) deploy DEPLOY_ENV="PODTRAIL_COALESCE_SECONDS=0.5 PODTRAIL_SWEEP_SECONDS=2"
 	$(MAKE) e2e; rc=$$?; $(MAKE) undeploy; exit $$rc
 
-test-faults: install ## the fault suite on the local cluster: operator kills, API server stopped and frozen, refused writes, floods, throttling (~12 min)
+test-faults: install ## the fault suite on the local cluster: operator kills, API server stopped and frozen, refused writes, floods, throttling (~8 min)
 	PODTRAIL_FAULT_TESTS=1 $(BIN)/pytest -q -s --timeout=1500 tests/faults
 
 test-cluster-lifecycle: install ## make cluster twice, cluster-down then up, recovery after a crash (restarts the local cluster)
