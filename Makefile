@@ -5,14 +5,11 @@ SHELL := /bin/bash
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
-CLUSTER_DIR ?= /var/lib/podtrail/cluster
-LOCAL_KUBECONFIG := $(CLUSTER_DIR)/kubeconfig
 K8S_BIN := /var/cache/podtrail/bin/kubernetes-v1.34.4
 export PATH := $(K8S_BIN):$(PATH)
 
 IMAGE ?= podtrail.local/podtrail:dev
 export IMAGE
-KIND_KUBECONFIG ?= /var/lib/podtrail/kind/kubeconfig
 
 .PHONY: bench bench-full help install test-deployed test-faults test-cluster-lifecycle test-kind kind kind-down kind-load ci lint unit test cluster cluster-down run crd e2e image image-load deploy undeploy engine-down
 
@@ -36,7 +33,7 @@ lint: install ## ruff, mypy (strict) and the import layering rules
 unit: install ## the fast tests: pure core, shell with fakes, replays (no cluster)
 	$(BIN)/pytest -q tests/unit tests/shell $(wildcard tests/replay)
 
-test: lint ## everything: lint, unit tests, then the real cluster (brought up if needed) and every suite on it
+test: lint ## everything: lint, unit tests, then every suite on the chosen cluster (the local one brought up when none answers)
 	$(BIN)/pytest -q --timeout=2400
 
 cluster: ## bring up the local single-node cluster (builds and caches Kubernetes on first use)
@@ -45,21 +42,24 @@ cluster: ## bring up the local single-node cluster (builds and caches Kubernetes
 cluster-down: ## stop the local cluster and remove everything it left on the machine
 	bash cluster/down.sh
 
-crd: ## apply the CRD to the cluster named by KUBECONFIG (the local one when unset)
-	@export KUBECONFIG=$${KUBECONFIG:-$(LOCAL_KUBECONFIG)}; \
-	  [ -f "$$KUBECONFIG" ] || bash cluster/up.sh; \
-	  kubectl apply -k crds/ && kubectl wait --for=condition=Established --timeout=60s crd/podlifecyclerecords.podtrail.io
+# The cluster a target acts on (cluster/context.sh: KUBECONFIG, else ~/.kube/config when it
+# answers, else the local cluster, brought up); $(1) says what the target changes there.
+choose-cluster = eval "$$(bash cluster/context.sh --ensure --changes '$(1)')"
 
-run: install crd ## run the operator in the foreground against KUBECONFIG (the local cluster when unset)
-	@export KUBECONFIG=$${KUBECONFIG:-$(LOCAL_KUBECONFIG)}; \
-	  echo "operator on $$KUBECONFIG; in another shell: export KUBECONFIG=$$KUBECONFIG; kubectl get plr -A -w"; \
+crd: ## apply the CRD to the chosen cluster (KUBECONFIG, ~/.kube/config, else the local one)
+	@$(call choose-cluster,apply the CRD); \
+	  $$KUBECTL apply -k crds/ && $$KUBECTL wait --for=condition=Established --timeout=60s crd/podlifecyclerecords.podtrail.io
+
+run: install ## run the operator in the foreground against the chosen cluster (as `make crd`)
+	@$(call choose-cluster,run the operator); \
+	  $$KUBECTL apply -k crds/ >/dev/null && $$KUBECTL wait --for=condition=Established --timeout=60s crd/podlifecyclerecords.podtrail.io >/dev/null; \
+	  echo "operator on context $$KUBE_CONTEXT; in another shell: KUBECONFIG=$$KUBECONFIG kubectl get plr -A -w"; \
 	  exec $(BIN)/podtrail --log-format console
 
 e2e: install ## end-to-end tests against the operator deployed in the current cluster (make deploy)
 	PODTRAIL_E2E_OPERATOR=deployed $(BIN)/pytest -q --timeout=1200 tests/e2e
 
-test-deployed: install ## build the image, deploy it with the shipped manifests, run the e2e suite against it, undeploy
-	$(MAKE) image image-load
+test-deployed: install ## make deploy (image built, loaded, pinned by digest), the e2e suite against it, undeploy
 	$(MAKE) deploy DEPLOY_ENV="PODTRAIL_COALESCE_SECONDS=0.5 PODTRAIL_SWEEP_SECONDS=2"
 	$(MAKE) e2e; rc=$$?; $(MAKE) undeploy; exit $$rc
 
@@ -69,11 +69,9 @@ test-faults: install ## the fault suite on the local cluster: operator kills, AP
 test-cluster-lifecycle: install ## make cluster twice, cluster-down then up, recovery after a crash (restarts the local cluster)
 	PODTRAIL_CLUSTER_LIFECYCLE_TESTS=1 $(BIN)/pytest -q tests/cluster/test_lifecycle.py
 
-test-kind: install ## on kind: deploy $(IMAGE) with the shipped manifests, tests/e2e then tests/kind, then kind-down
-	$(MAKE) image
-	bash kind/up.sh
-	export KUBECONFIG=$(KIND_KUBECONFIG); \
-	  DEPLOY_ENV="PODTRAIL_COALESCE_SECONDS=0.5 PODTRAIL_SWEEP_SECONDS=2" bash image/deploy.sh && \
+test-kind: install ## on kind (made here, no local cluster): make deploy there, tests/e2e then tests/kind, then kind-down
+	eval "$$(bash kind/up.sh | grep '^export KUBECONFIG=')"; \
+	  $(MAKE) deploy DEPLOY_ENV="PODTRAIL_COALESCE_SECONDS=0.5 PODTRAIL_SWEEP_SECONDS=2" && \
 	  PODTRAIL_E2E_OPERATOR=deployed $(BIN)/pytest -q --timeout=1200 tests/e2e; rc=$$?; \
 	  PODTRAIL_E2E_OPERATOR=deployed $(BIN)/pytest -q --timeout=1200 tests/kind || rc=1; \
 	  bash kind/down.sh || rc=1; exit $$rc
@@ -88,10 +86,10 @@ ci: ## what CI runs: the whole suite, the deployed operator's e2e, the fault sui
 image: ## build the operator image $(IMAGE) (wheels on the host; a local Docker engine and Debian base where none runs)
 	bash image/build.sh
 
-image-load: ## put $(IMAGE) on the nodes (kind load for a kind cluster, else the local cluster's containerd)
+image-load: ## put $(IMAGE) on the chosen cluster's nodes (kind, minikube, k3d or the local cluster: image/load.sh)
 	bash image/load.sh
 
-deploy: ## kubectl apply -k manifests/ with $(IMAGE) and wait for the rollout (DEPLOY_ENV="NAME=VALUE ..." adds options)
+deploy: ## build $(IMAGE), load it (or push: REGISTRY=), apply manifests/ pinned by digest, wait (CONFIRM=1 beyond local clusters)
 	bash image/deploy.sh
 
 undeploy: ## remove the operator; the CRD and the records stay unless WITH_CRD=1

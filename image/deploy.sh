@@ -1,25 +1,46 @@
 #!/usr/bin/env bash
-# Deploys the operator with the very manifests users apply (manifests/), with the image swapped
-# for $IMAGE (default podtrail.local/podtrail:dev) through an overlay generated in
-# build/deploy/ (manifests/ itself is never edited), then waits for the rollout.
-# The overlay also stamps the image's ID on the pod template, so deploying a rebuilt image under
-# the same tag rolls the Deployment. DEPLOY_ENV="NAME=VALUE ..." adds operator options.
-# Variables: IMAGE, DEPLOY_ENV, ROLLOUT_TIMEOUT (default 180s), KUBECONFIG, KUBECTL.
+# Deploys the operator built from this checkout with the very manifests users apply (manifests/):
+# 1. builds $IMAGE (default podtrail.local/podtrail:dev; BUILD=0 uses the one already built);
+# 2. makes it reachable from the nodes: pushed to REGISTRY (e.g. REGISTRY=registry.example:5000/
+#    team, pushed as $REGISTRY/podtrail:<version>-<image id>) when given, else loaded into the
+#    cluster's nodes (image/load.sh: kind, minikube, k3d, the local cluster);
+# 3. applies manifests/ through an overlay generated in build/deploy/ (manifests/ itself is never
+#    edited) with the image pinned by digest (NAME@sha256:...) wherever the digest is known, and
+#    waits for the rollout; the running pods are checked to run that image.
+# The cluster is the one cluster/context.sh chooses; one that is not a known local cluster needs
+# CONFIRM=1. DEPLOY_ENV="NAME=VALUE ..." adds operator options.
+# Variables: IMAGE, BUILD, REGISTRY, DEPLOY_ENV, ROLLOUT_TIMEOUT (default 180s), KUBECONFIG,
+# CONFIRM, KUBECTL.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-resolve_kube
+resolve_kube --changes "deploy the operator"
 ROLLOUT_TIMEOUT=${ROLLOUT_TIMEOUT:-180s}
-
-# name[:tag] -> newName, newTag (a registry port is not a tag).
-image_name=$IMAGE image_tag=latest
-if [[ ${IMAGE##*/} == *:* ]]; then image_name=${IMAGE%:*} image_tag=${IMAGE##*:}; fi
-
-image_id=
+[[ ${BUILD:-1} == 0 ]] || bash "$IMAGE_TOOLING_DIR/build.sh"
 select_engine
-if "${DOCKER[@]}" image inspect "$IMAGE" >/dev/null 2>&1; then
-  image_id=$("${DOCKER[@]}" image inspect --format '{{.Id}}' "$IMAGE")
+image_id=$("${DOCKER[@]}" image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null) ||
+  idie "no image $IMAGE: make image builds it"
+
+# The reference the pods use: NAME@sha256:DIGEST, or NAME:TAG where no digest is known.
+if [[ -n ${REGISTRY:-} ]]; then
+  version=$(awk -F'"' '$1 ~ /^version = / {print $2; exit}' "$REPO_ROOT/pyproject.toml")
+  pushed=${REGISTRY%/}/podtrail:${version:-dev}-${image_id#sha256:}
+  pushed=${pushed:0:${#REGISTRY}+30}
+  "${DOCKER[@]}" tag "$IMAGE" "$pushed"
+  ilog "pushing $pushed"
+  "${DOCKER[@]}" push "$pushed" >&2
+  reference=$("${DOCKER[@]}" image inspect --format '{{range .RepoDigests}}{{println .}}{{end}}' "$pushed" |
+    grep -m1 "^${pushed%:*}@") || idie "the registry returned no digest for $pushed"
+else
+  reference=$(bash "$IMAGE_TOOLING_DIR/load.sh" --pin "$IMAGE")
 fi
+if [[ $reference == *@sha256:* ]]; then
+  image_name=${reference%@*} image_pin=(digest "${reference#*@}")
+else  # name[:tag] (a registry's port is not a tag)
+  image_name=$reference image_pin=(newTag latest)
+  if [[ ${reference##*/} == *:* ]]; then image_name=${reference%:*} image_pin=(newTag "${reference##*:}"); fi
+fi
+ilog "deploying $reference"
 
 overlay=$BUILD_DIR/deploy
 mkdir -p "$overlay"
@@ -33,7 +54,7 @@ base=$(realpath --relative-to="$overlay" "$REPO_ROOT/manifests")
   echo "images:"
   echo "- name: $RELEASE_IMAGE_NAME"
   echo "  newName: $image_name"
-  echo "  newTag: \"$image_tag\""
+  echo "  ${image_pin[0]}: \"${image_pin[1]}\""
   echo "patches:"
   echo "- path: operator.yaml"
 } >"$overlay/kustomization.yaml"
@@ -61,7 +82,6 @@ base=$(realpath --relative-to="$overlay" "$REPO_ROOT/manifests")
   fi
 } >"$overlay/operator.yaml"
 
-ilog "applying manifests/ with image $IMAGE to $("$KUBECTL" config current-context 2>/dev/null || echo '?')"
 "$KUBECTL" apply -k "$overlay" >&2
 "$KUBECTL" wait --for=condition=Established --timeout=60s crd/podlifecyclerecords.podtrail.io >&2
 if ! "$KUBECTL" -n "$OPERATOR_NAMESPACE" rollout status "deployment/$OPERATOR_DEPLOYMENT" \
@@ -71,4 +91,12 @@ if ! "$KUBECTL" -n "$OPERATOR_NAMESPACE" rollout status "deployment/$OPERATOR_DE
   "$KUBECTL" -n "$OPERATOR_NAMESPACE" logs "deployment/$OPERATOR_DEPLOYMENT" --tail=50 >&2 || true
   idie "the operator did not roll out within $ROLLOUT_TIMEOUT"
 fi
-ilog "operator running: kubectl -n $OPERATOR_NAMESPACE logs deploy/$OPERATOR_DEPLOYMENT"
+# What runs is what was built: every ready operator pod's image ID is the built image's.
+running=$("$KUBECTL" -n "$OPERATOR_NAMESPACE" get pods -l app.kubernetes.io/name=podtrail \
+  -o jsonpath='{range .items[*]}{.status.containerStatuses[0].imageID}{"\n"}{end}' | sort -u)
+for id in $running; do
+  [[ $id == *"${image_id#sha256:}" || ( $reference == *@sha256:* && $id == *"${reference#*@}" ) ]] ||
+    idie "an operator pod runs $id, not the image just deployed ($reference, $image_id)"
+done
+ilog "operator running $reference"
+ilog "logs: kubectl -n $OPERATOR_NAMESPACE logs deploy/$OPERATOR_DEPLOYMENT"

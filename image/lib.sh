@@ -81,25 +81,12 @@ select_engine() {
   fi
 }
 
-# The cluster to deploy to: KUBECONFIG when set, else the local cluster's when it exists (else
-# kubectl's default). KUBECTL: the kubectl built for the local cluster (matching its server)
-# when there is one, else kubectl on PATH.
-resolve_kube() {
-  local cluster_dir=/var/lib/podtrail/cluster k8s_bin_dir=
-  if [[ -f $REPO_ROOT/cluster/lib/common.sh ]]; then
-    cluster_dir=$(source "$REPO_ROOT/cluster/lib/common.sh" >/dev/null 2>&1; printf '%s' "$CLUSTER_DIR")
-    k8s_bin_dir=$(source "$REPO_ROOT/cluster/lib/common.sh" >/dev/null 2>&1; printf '%s' "${K8S_BIN_DIR:-}")
-  fi
-  if [[ -z ${KUBECONFIG:-} && -f $cluster_dir/kubeconfig ]]; then
-    export KUBECONFIG=$cluster_dir/kubeconfig
-  fi
-  if [[ -z ${KUBECTL:-} ]]; then
-    if [[ -n $k8s_bin_dir && -x $k8s_bin_dir/kubectl ]]; then KUBECTL=$k8s_bin_dir/kubectl
-    elif [[ -x $cluster_dir/bin/kubectl ]]; then KUBECTL=$cluster_dir/bin/kubectl
-    else KUBECTL=kubectl
-    fi
-  fi
-}
+# The cluster to act on, by the project's one rule (cluster/context.sh); arguments as
+# choose_cluster's (--ensure, --changes WHAT). Sets KUBECONFIG, KUBECTL, KUBE_CONTEXT,
+# CLUSTER_FLAVOUR.
+# shellcheck source=../cluster/context.sh
+source "$REPO_ROOT/cluster/context.sh"
+resolve_kube() { choose_cluster "$@" || exit 1; }
 
 # The operator's namespace and Deployment in manifests/.
 OPERATOR_NAMESPACE=podtrail-system

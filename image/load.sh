@@ -1,40 +1,86 @@
 #!/usr/bin/env bash
-# Makes $IMAGE (default podtrail.local/podtrail:dev) available to the cluster's nodes without a
-# registry:
-# - a kind cluster (current context kind-NAME, or KIND_CLUSTER set): `kind load docker-image`;
-# - the project's local cluster: `docker save` to build/image/ and cluster/images/import.sh
-#   into its containerd.
-# LOAD_TARGET=auto|kind|local chooses explicitly.
+# Makes images available to the nodes of the chosen cluster (cluster/context.sh) without a
+# registry, the way that cluster takes them:
+#   image/load.sh                 the operator's image $IMAGE (make image builds it)
+#   image/load.sh IMAGE|TAR ...   images of the engine, or docker-archive tars (the tests' images)
+#   image/load.sh --pin IMAGE     also prints the reference pods should use: NAME@sha256:DIGEST
+#                                 where the cluster's containerd can be told the digest (the
+#                                 local cluster, kind), else the image's own name
+# kind: kind/load.sh (kind's node containers' containerd); minikube: `minikube image load`;
+# k3d: `k3d image import`; the project's local cluster: cluster/images/import.sh; docker-desktop
+# runs on the engine's own images. Any other cluster pulls from a registry: make deploy REGISTRY=...
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
+pin=0
+if [[ ${1:-} == --pin ]]; then pin=1; shift; fi
+(($#)) || set -- "$IMAGE"
+resolve_kube --changes "load $* into the nodes"
 select_engine
-resolve_kube
-"${DOCKER[@]}" image inspect "$IMAGE" >/dev/null 2>&1 || idie "no image $IMAGE: run make image first"
+[[ $ENGINE_KIND == local ]] && export DOCKER_HOST=unix://$ENGINE_SOCKET
 
-LOAD_TARGET=${LOAD_TARGET:-auto}
-if [[ $LOAD_TARGET == auto ]]; then
-  context=$("$KUBECTL" config current-context 2>/dev/null || true)
-  if [[ -n ${KIND_CLUSTER:-} || $context == kind-* ]]; then LOAD_TARGET=kind; else LOAD_TARGET=local; fi
-fi
+# An engine image as a docker-archive in build/image/ (a tar argument is used as it is).
+as_archive() {
+  local what=$1 archive
+  if [[ -f $what ]]; then printf '%s\n' "$what"; return; fi
+  "${DOCKER[@]}" image inspect "$what" >/dev/null 2>&1 || idie "no image $what: run make image first"
+  mkdir -p "$BUILD_DIR/image"
+  archive=$BUILD_DIR/image/$(basename "${what//:/_}").tar
+  "${DOCKER[@]}" save --output "$archive.tmp" "$what"
+  mv "$archive.tmp" "$archive"
+  printf '%s\n' "$archive"
+}
 
-case $LOAD_TARGET in
-  kind)
-    context=${context:-$("$KUBECTL" config current-context 2>/dev/null || true)}
-    cluster=${KIND_CLUSTER:-${context#kind-}}
-    [[ $ENGINE_KIND == local ]] && export DOCKER_HOST=unix://$ENGINE_SOCKET
-    ilog "loading $IMAGE into kind cluster $cluster"
-    # The project's kind tooling builds kind itself and works with the local engine.
-    KIND_CLUSTER=$cluster bash "$REPO_ROOT/kind/load.sh" "$IMAGE" >&2
-    ;;
-  local)
-    [[ -f $REPO_ROOT/cluster/images/import.sh ]] || idie "no cluster/images/import.sh"
-    mkdir -p "$BUILD_DIR/image"
-    archive=$BUILD_DIR/image/$(basename "${IMAGE//:/_}").tar
-    ilog "saving $IMAGE to ${archive#"$REPO_ROOT"/}"
-    "${DOCKER[@]}" save --output "$archive.tmp" "$IMAGE"
-    mv "$archive.tmp" "$archive"
-    bash "$REPO_ROOT/cluster/images/import.sh" "$archive"
-    ;;
-  *) idie "LOAD_TARGET must be auto, kind or local (got '$LOAD_TARGET')" ;;
-esac
+# The containerd of each node, as a command prefix (kind and the local cluster).
+node_ctr_commands() {
+  local node
+  case $CLUSTER_FLAVOUR in
+    kind)
+      KIND_CLUSTER=${KIND_CLUSTER:-${KUBE_CONTEXT#kind-}} bash "$REPO_ROOT/kind/kind.sh" get nodes \
+        --name "${KIND_CLUSTER:-${KUBE_CONTEXT#kind-}}" 2>/dev/null |
+        while read -r node; do printf '%s\n' "${DOCKER[*]} exec $node ctr -n k8s.io"; done ;;
+    local)
+      printf '%s\n' "ctr -a $(source "$REPO_ROOT/cluster/lib/common.sh" >/dev/null 2>&1; printf '%s' "$CONTAINERD_SOCK") -n k8s.io" ;;
+  esac
+}
+
+# NAME@sha256:DIGEST of an image loaded on every node: the digest of its manifest in the nodes'
+# containerd, tagged there as NAME@DIGEST so that the kubelet finds the pinned reference without
+# pulling. Prints the plain name where the nodes' containerd cannot be reached.
+pinned_reference() {
+  local image=$1 name=${1%:*} cmd digest= found
+  [[ ${image##*/} == *:* ]] || name=$image
+  while read -r cmd; do
+    [[ -n $cmd ]] || continue
+    found=$($cmd images ls 2>/dev/null | awk -v ref="$image" '$1 == ref {print $3}')
+    [[ -n $found ]] || idie "$image is not on a node after loading ($cmd)"
+    [[ -z $digest || $digest == "$found" ]] || idie "the nodes hold different manifests for $image"
+    digest=$found
+    $cmd images tag --force "$image" "$name@$digest" >/dev/null
+  done < <(node_ctr_commands)
+  if [[ -n $digest ]]; then printf '%s@%s\n' "$name" "$digest"; else printf '%s\n' "$image"; fi
+}
+
+load() {
+  case $CLUSTER_FLAVOUR in
+    kind)
+      KIND_CLUSTER=${KIND_CLUSTER:-${KUBE_CONTEXT#kind-}} bash "$REPO_ROOT/kind/load.sh" "$@" >&2 ;;
+    local)
+      local archives=() what
+      for what in "$@"; do archives+=("$(as_archive "$what")"); done
+      bash "$REPO_ROOT/cluster/images/import.sh" "${archives[@]}" ;;
+    minikube)
+      command -v minikube >/dev/null || idie "no minikube on PATH to load images with"
+      for what in "$@"; do minikube -p "$KUBE_CONTEXT" image load "$what" >&2; done ;;
+    k3d)
+      command -v k3d >/dev/null || idie "no k3d on PATH to load images with"
+      k3d image import --cluster "${KUBE_CONTEXT#k3d-}" "$@" >&2 ;;
+    docker-desktop)
+      ilog "docker-desktop runs the engine's images: nothing to load" ;;
+    *)
+      idie "context $KUBE_CONTEXT pulls from a registry: push the image there (make deploy REGISTRY=host/path)" ;;
+  esac
+}
+
+load "$@"
+if ((pin)); then pinned_reference "$1"; fi

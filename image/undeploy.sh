@@ -5,7 +5,7 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-resolve_kube
+resolve_kube --changes "remove the operator"
 overlay=$BUILD_DIR/undeploy
 mkdir -p "$overlay"
 base=$(realpath --relative-to="$overlay" "$REPO_ROOT/manifests")

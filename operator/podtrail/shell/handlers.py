@@ -108,7 +108,10 @@ def build_registry(
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        # Kopf's built-in logins need no extra client library: in-cluster first, then kubeconfig.
+        # The API client's order (Kube.connect): an explicit --kubeconfig (main() exports it as
+        # KUBECONFIG), else in-cluster credentials, then $KUBECONFIG, then ~/.kube/config.
+        if options.kubeconfig:
+            return kopf.login_with_kubeconfig(**kwargs)
         info: kopf.ConnectionInfo | None = kopf.login_with_service_account(
             **kwargs
         ) or kopf.login_with_kubeconfig(**kwargs)

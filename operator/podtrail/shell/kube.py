@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
 import ssl
 import time
@@ -255,13 +256,21 @@ class Kube:
         request_timeout: float = DEFAULT_REQUEST_SECONDS,
         on_request: RequestHook | None = None,
     ) -> Kube:
-        """Use in-cluster credentials when there are some, else the kubeconfig."""
+        """Connect with the operator's credentials, in the order of its Kopf login.
+
+        `kubeconfig` when given, else in-cluster credentials, then $KUBECONFIG (a list of files
+        too), then ~/.kube/config.
+        """
         configuration = client.Configuration()
         if kubeconfig is None:
             try:
                 config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
             except config.ConfigException:
-                await config.load_kube_config(client_configuration=configuration)
+                await config.load_kube_config(
+                    config_file=os.environ.get("KUBECONFIG")
+                    or os.path.expanduser("~/.kube/config"),
+                    client_configuration=configuration,
+                )
         else:
             await config.load_kube_config(
                 config_file=kubeconfig, client_configuration=configuration

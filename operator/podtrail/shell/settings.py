@@ -207,8 +207,9 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--kubeconfig",
-        default=env.get("KUBECONFIG") or None,
-        help="kubeconfig path (default: in-cluster, then $KUBECONFIG)",
+        default=None,
+        help="kubeconfig path (or a list, as KUBECONFIG takes); without it: in-cluster "
+        "credentials, then $KUBECONFIG, then ~/.kube/config",
     )
     return parser
 
