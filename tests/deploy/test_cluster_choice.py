@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from tests.conftest import KubeCluster
 
 REPO = Path(__file__).resolve().parents[2]
