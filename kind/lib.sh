@@ -27,6 +27,19 @@ export K8S_VERSION
 source "$REPO_ROOT/cluster/lib/common.sh"
 
 KIND_VERSION=${KIND_VERSION:-v0.33.0}
+# The node images of the online mode: the ones the release notes of kind v0.33.0 list, each by
+# the digest they give. kind supports a node image only with the release that built it, and a
+# kindest/node tag may point to a build for another release: only the digest names the right
+# one. Keyed by Kubernetes minor (K8S_VERSION's picks the image); change the table with
+# KIND_VERSION. KIND_NODE_IMAGE, when set, wins.
+declare -gA KIND_NODE_IMAGES=(
+  [v1.37]=kindest/node:v1.37.0@sha256:a1ed56cfb0e7b93589bdf97c8cd566405a265939e3620fc4f5de89adff580ae5
+  [v1.36]=kindest/node:v1.36.4@sha256:099e049362a1526b2db71494e1947aae99bd16290d7c895f2b7ea312e3cbfaed
+  [v1.35]=kindest/node:v1.35.8@sha256:07b2536e30b803ed61d1677a79df6115f798ce64c80f9e22f6ed45afd09323c0
+  [v1.34]=kindest/node:v1.34.11@sha256:44e222ee2132dab25ff87301682f89eb82c7880ea3a1bf543bfe9708fd08d67d
+)
+# The online node image for K8S_VERSION (empty: kind v0.33.0 published none for its minor).
+KIND_ONLINE_NODE_IMAGE=${KIND_NODE_IMAGE:-${KIND_NODE_IMAGES[${K8S_VERSION%.*}]:-}}
 KIND_CLUSTER=${KIND_CLUSTER:-podtrail}
 KIND_WORKERS=${KIND_WORKERS:-1}
 KIND_MODE=${KIND_MODE:-auto}
