@@ -31,7 +31,8 @@ klog "mode $KIND_MODE, engine $ENGINE_KIND, cluster $KIND_CLUSTER (1 control pla
 if [[ $KIND_MODE == offline ]]; then
   NODE_IMAGE=$(bash "$KIND_TOOLING_DIR/node-image.sh" | tail -n 1)
 else
-  NODE_IMAGE=${KIND_NODE_IMAGE:-kindest/node:$K8S_VERSION}
+  NODE_IMAGE=$KIND_ONLINE_NODE_IMAGE
+  [[ -n $NODE_IMAGE ]] || kdie "kind $KIND_VERSION publishes no node image for Kubernetes ${K8S_VERSION%.*} (kind/lib.sh KIND_NODE_IMAGES); set KIND_NODE_IMAGE=kindest/node:vX.Y.Z@sha256:..."
 fi
 
 # The cluster's config.
