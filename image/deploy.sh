@@ -9,30 +9,35 @@
 #    waits for the rollout; the running pods are checked to run that image.
 # The cluster is the one cluster/context.sh chooses; one that is not a known local cluster needs
 # CONFIRM=1. DEPLOY_ENV="NAME=VALUE ..." adds operator options.
-# Variables: IMAGE, BUILD, REGISTRY, DEPLOY_ENV, ROLLOUT_TIMEOUT (default 180s), KUBECONFIG,
+# IMAGE_REFERENCE=NAME@sha256:... deploys that image as it is (no build, no load).
+# Variables: IMAGE, BUILD, REGISTRY, IMAGE_REFERENCE, DEPLOY_ENV, ROLLOUT_TIMEOUT (default 180s), KUBECONFIG,
 # CONFIRM, KUBECTL.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 resolve_kube --changes "deploy the operator"
 ROLLOUT_TIMEOUT=${ROLLOUT_TIMEOUT:-180s}
-[[ ${BUILD:-1} == 0 ]] || bash "$IMAGE_TOOLING_DIR/build.sh"
-select_engine
-image_id=$("${DOCKER[@]}" image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null) ||
-  idie "no image $IMAGE: make image builds it"
-
 # The reference the pods use: NAME@sha256:DIGEST, or NAME:TAG where no digest is known.
-if [[ -n ${REGISTRY:-} ]]; then
-  version=$(awk -F'"' '$1 ~ /^version = / {print $2; exit}' "$REPO_ROOT/pyproject.toml")
-  pushed=${REGISTRY%/}/podtrail:${version:-dev}-${image_id#sha256:}
-  pushed=${pushed:0:${#REGISTRY}+30}
-  "${DOCKER[@]}" tag "$IMAGE" "$pushed"
-  ilog "pushing $pushed"
-  "${DOCKER[@]}" push "$pushed" >&2
-  reference=$("${DOCKER[@]}" image inspect --format '{{range .RepoDigests}}{{println .}}{{end}}' "$pushed" |
-    grep -m1 "^${pushed%:*}@") || idie "the registry returned no digest for $pushed"
+image_id=
+if [[ -n ${IMAGE_REFERENCE:-} ]]; then  # an image the nodes can already pull, e.g. a release's
+  reference=$IMAGE_REFERENCE
 else
-  reference=$(bash "$IMAGE_TOOLING_DIR/load.sh" --pin "$IMAGE")
+  [[ ${BUILD:-1} == 0 ]] || bash "$IMAGE_TOOLING_DIR/build.sh"
+  select_engine
+  image_id=$("${DOCKER[@]}" image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null) ||
+    idie "no image $IMAGE: make image builds it"
+  if [[ -n ${REGISTRY:-} ]]; then
+    version=$(awk -F'"' '$1 ~ /^version = / {print $2; exit}' "$REPO_ROOT/pyproject.toml")
+    pushed=${REGISTRY%/}/podtrail:${version:-dev}-${image_id#sha256:}
+    pushed=${pushed:0:${#REGISTRY}+30}
+    "${DOCKER[@]}" tag "$IMAGE" "$pushed"
+    ilog "pushing $pushed"
+    "${DOCKER[@]}" push "$pushed" >&2
+    reference=$("${DOCKER[@]}" image inspect --format '{{range .RepoDigests}}{{println .}}{{end}}' "$pushed" |
+      grep -m1 "^${pushed%:*}@") || idie "the registry returned no digest for $pushed"
+  else
+    reference=$(bash "$IMAGE_TOOLING_DIR/load.sh" --pin "$IMAGE")
+  fi
 fi
 if [[ $reference == *@sha256:* ]]; then
   image_name=${reference%@*} image_pin=(digest "${reference#*@}")
@@ -68,7 +73,7 @@ base=$(realpath --relative-to="$overlay" "$REPO_ROOT/manifests")
   echo "  template:"
   echo "    metadata:"
   echo "      annotations:"
-  echo "        podtrail.io/image-id: \"${image_id:-unknown}\""
+  echo "        podtrail.io/image-id: \"${image_id:-$reference}\""
   if [[ -n ${DEPLOY_ENV:-} ]]; then
     echo "    spec:"
     echo "      containers:"
@@ -95,7 +100,7 @@ fi
 running=$("$KUBECTL" -n "$OPERATOR_NAMESPACE" get pods -l app.kubernetes.io/name=podtrail \
   -o jsonpath='{range .items[*]}{.status.containerStatuses[0].imageID}{"\n"}{end}' | sort -u)
 for id in $running; do
-  [[ $id == *"${image_id#sha256:}" || ( $reference == *@sha256:* && $id == *"${reference#*@}" ) ]] ||
+  [[ ( -n $image_id && $id == *"${image_id#sha256:}" ) || ( $reference == *@sha256:* && $id == *"${reference#*@}" ) ]] ||
     idie "an operator pod runs $id, not the image just deployed ($reference, $image_id)"
 done
 ilog "operator running $reference"

@@ -297,9 +297,14 @@ def test_example_overlay_sets_the_options(base: list[Obj], overlay: list[Obj]) -
 
 
 def fake_kubectl(tmp_path: Path) -> Path:
-    """A kubectl that logs its arguments and succeeds (the tooling's cluster calls)."""
+    """A kubectl of a kind cluster that answers, logs its arguments and succeeds."""
     script = tmp_path / "kubectl"
-    script.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/kubectl.log\n')
+    script.write_text(
+        "#!/bin/sh\n"
+        'case "$*" in *current-context*) echo kind-fake; exit 0 ;; esac\n'
+        'case "$*" in *"config view"*) echo "https://$KUBECONFIG"; exit 0 ;; esac\n'
+        f'echo "$@" >> {tmp_path}/kubectl.log\n'
+    )
     script.chmod(0o755)
     return script
 
@@ -326,6 +331,27 @@ def generated(kubectl_bin: str, tool: str, tmp_path: Path, **env: str) -> list[O
     return render(kubectl_bin, build / tool)
 
 
+PINNED = "podtrail.local/podtrail@sha256:" + "0123456789abcdef" * 4
+
+
+def test_deploy_refuses_a_context_that_is_not_a_known_local_cluster(
+    kubectl_bin: str, tmp_path: Path
+) -> None:
+    kubectl = fake_kubectl(tmp_path)
+    kubectl.write_text(kubectl.read_text().replace("kind-fake", "prod-eu-1"))
+    env = {"KUBECTL": str(kubectl), "KUBECONFIG": str(tmp_path / "kubeconfig")}
+    env["IMAGE_REFERENCE"] = PINNED
+    env["PATH"] = "/usr/bin:/bin"
+    result = subprocess.run(
+        ["bash", str(IMAGE_TOOLING / "deploy.sh")], env=env, capture_output=True, text=True
+    )
+    assert result.returncode != 0
+    assert "prod-eu-1" in result.stderr and "CONFIRM=1" in result.stderr
+    assert "apply -k" not in (tmp_path / "kubectl.log").read_text(), "nothing was applied"
+    confirmed = generated(kubectl_bin, "deploy", tmp_path, IMAGE_REFERENCE=PINNED, CONFIRM="1")
+    assert operator_container(confirmed)["image"] == PINNED
+
+
 def test_deploy_overlay_swaps_the_image_only(
     kubectl_bin: str, base: list[Obj], tmp_path: Path
 ) -> None:
@@ -334,12 +360,12 @@ def test_deploy_overlay_swaps_the_image_only(
         kubectl_bin,
         "deploy",
         tmp_path,
-        IMAGE="podtrail.local/podtrail:dev",
+        IMAGE_REFERENCE=PINNED,
         DEPLOY_ENV="PODTRAIL_SWEEP_SECONDS=2",
     )
     assert (MANIFESTS / "kustomization.yaml").read_text() == before, "the base is never edited"
     container = operator_container(objects)
-    assert container["image"] == "podtrail.local/podtrail:dev"
+    assert container["image"] == PINNED
     assert env_of(container) == {"PODTRAIL_LOG_FORMAT": "json", "PODTRAIL_SWEEP_SECONDS": "2"}
     annotations = find(objects, "Deployment", "podtrail")["spec"]["template"]["metadata"]
     assert "podtrail.io/image-id" in annotations["annotations"]
