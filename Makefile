@@ -11,7 +11,7 @@ export PATH := $(K8S_BIN):$(PATH)
 IMAGE ?= podtrail.local/podtrail:dev
 export IMAGE
 
-.PHONY: bench bench-full help install test-deployed test-helm test-faults test-cluster-lifecycle test-kind kind kind-down kind-load ci lint unit test cluster cluster-down run crd e2e image image-load deploy undeploy engine-down
+.PHONY: bench bench-full help install test-deployed test-helm test-faults test-cluster-lifecycle test-kind kind kind-down kind-load ci lint unit test cluster cluster-down run crd e2e image image-wheels image-load deploy undeploy engine-down
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-24s %s\n", $$1, $$2}'
@@ -91,6 +91,9 @@ ci: ## what CI runs: the whole suite, the deployed operator's e2e, the Helm char
 
 image: ## build the operator image $(IMAGE) (wheels on the host; a local Docker engine and Debian base where none runs)
 	bash image/build.sh
+
+image-wheels: ## the image's wheels for PLATFORMS (default linux/amd64,linux/arm64) into build/wheels/<arch>/, for a multi-platform build
+	bash image/build.sh --wheels-only
 
 image-load: ## put $(IMAGE) on the chosen cluster's nodes (kind, minikube, k3d or the local cluster: image/load.sh)
 	bash image/load.sh
