@@ -15,6 +15,7 @@ from functools import cache
 from typing import Any
 
 import pytest
+from tests.unit.builders import keyed, timeline_keys
 
 from .replay import Line, Replayer, clock, latest, load, replay, trace_clock, trace_names
 
@@ -366,7 +367,7 @@ def test_timeline_in_time_order_with_unique_keys(name: str) -> None:
     entries = timeline(status)
     times = [parse(e["time"]) for e in entries]
     assert times == sorted(times)
-    keys = [e["key"] for e in entries]
+    keys = timeline_keys(status)
     assert len(keys) == len(set(keys))
     uid = pod_lines(name)[0].uid
     assert all(key.startswith(uid + "/") for key in keys)
@@ -438,11 +439,11 @@ def test_finished_pod_deleted_normally_is_not_force_deleted(name: str) -> None:
 
 
 def keys(statuses: Mapping[tuple[str, str], Obj]) -> dict[tuple[str, str], list[str]]:
-    return {pod: [e["key"] for e in timeline(s)] for pod, s in statuses.items()}
+    return {pod: timeline_keys(s) for pod, s in statuses.items()}
 
 
 def counts(statuses: Mapping[tuple[str, str], Obj]) -> dict[str, int]:
-    return {e["key"]: e.get("count", 1) for s in statuses.values() for e in timeline(s)}
+    return {k: e.get("count", 1) for s in statuses.values() for k, e in keyed(s).items()}
 
 
 def outcomes(statuses: Mapping[tuple[str, str], Obj]) -> dict[tuple[str, str], Any]:

@@ -23,6 +23,11 @@ from podtrail.shell.settings import PodtrailSettings
 from podtrail.shell.sweep import sweep_once
 
 NS, NAME = b.NAMESPACE, b.POD
+OWN = {  # the operator's labels for the builders' pod (a ReplicaSet's, web-<hash>, on worker-1)
+    "podtrail.io/owner-kind": "Deployment",
+    "podtrail.io/owner-name": "web",
+    "podtrail.io/node": "worker-1",
+}
 
 
 class FakeTime:
@@ -180,8 +185,16 @@ class FakeStore:
             }
         )
 
-    def status(self, name: str = NAME) -> dict[str, Any]:
-        return self.records[(NS, name)].get("status") or {}
+    def status(self, name: str = NAME, *, marks: bool = False) -> dict[str, Any]:
+        """The stored status; without the label marks unless asked (the core alone has none)."""
+        status: dict[str, Any] = copy.deepcopy(self.records[(NS, name)].get("status") or {})
+        if not marks:
+            (status.get("tracking") or {}).pop("labels", None)
+        return status
+
+    def labels(self, name: str = NAME) -> dict[str, str]:
+        labels: dict[str, str] = self.records[(NS, name)]["metadata"].get("labels") or {}
+        return labels
 
 
 def clock() -> datetime:
@@ -278,7 +291,7 @@ async def test_a_new_record_is_created_at_once_and_later_changes_wait_for_the_wi
     # Created at once: an operator killed now leaves a record the next one completes.
     assert store.calls == ["create", "status"]
     assert store.status() == expected_status(pending_pod())
-    assert store.records[(NS, NAME)]["metadata"]["labels"] == {"app": "web"}
+    assert store.labels() == {"app": "web"} | OWN, "the pod's labels and the operator's"
     assert writer.submit(core.observe_pod(running_pod()), labels={"app": "web"})
     await harness.time.advance(0.1)
     assert store.calls == ["create", "status"], "the window is still open"
@@ -332,7 +345,7 @@ async def test_a_conflict_reapplies_the_window_on_the_fresh_status(harness: Harn
     await harness.settle()
     assert "get" in store.calls
     assert store.status()["outcome"] == "Succeeded"
-    keys = [entry["key"] for entry in store.status()["timeline"]]
+    keys = b.timeline_keys(store.status())
     assert len(keys) == len(set(keys)), "re-applying the window adds nothing twice"
 
 

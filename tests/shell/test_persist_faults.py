@@ -16,6 +16,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from tests.shell.test_persist import (
     NAME,
     NS,
+    OWN,
     Harness,
     clock,
     expected_status,
@@ -244,9 +245,9 @@ async def test_an_ended_record_is_evicted_then_read_again_for_a_late_event() -> 
         assert h.writer.submit(late) == ()
         await h.settle()
         after = h.store.status()
-        keys = [entry["key"] for entry in after["timeline"]]
+        keys = b.timeline_keys(after)
         assert len(keys) == len(set(keys)), "nothing doubled"
-        assert {e["key"] for e in before["timeline"]} < set(keys), "nothing lost, one more"
+        assert set(b.timeline_keys(before)) < set(keys), "nothing lost, one more"
         assert h.metric("podtrail_facts_total", type="KillingStarted") == facts + 1
         assert h.writer.get(NS, NAME) is state and not state.evicted
         await h.time.advance(5.1)
@@ -269,7 +270,7 @@ async def test_a_pod_recreated_under_the_name_of_a_stub_keeps_the_old_history() 
         status = h.store.status()
         assert status["podUID"] == "second-uid"
         assert [p["uid"] for p in status["previousInstances"]] == [b.UID]
-        assert h.store.records[(NS, NAME)]["metadata"]["labels"] == {"app": "web", "v": "2"}
+        assert h.store.labels() == {"app": "web", "v": "2"} | OWN
 
 
 async def test_records_ended_long_ago_are_stubs_from_the_start() -> None:

@@ -325,3 +325,15 @@ def endpoint_slice(
         "endpoints": endpoints,
         "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
     }
+
+
+def timeline_keys(status: Json) -> list[str]:
+    """The keys of a rendered status's timeline entries, in their order (kept apart from them)."""
+    keys: list[str] = (status.get("tracking") or {}).get("timelineKeys") or []
+    assert len(keys) == len(status.get("timeline") or []), "one key per entry"
+    return keys
+
+
+def keyed(status: Json) -> dict[str, Json]:
+    """The timeline entries by key."""
+    return dict(zip(timeline_keys(status), status.get("timeline") or [], strict=True))

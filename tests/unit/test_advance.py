@@ -9,7 +9,18 @@ import pytest
 from podtrail import core
 from podtrail.core.facts import Merge
 
-from .builders import NAMESPACE, POD, UID, at, pod, running, running_conditions, terminated, ts
+from .builders import (
+    NAMESPACE,
+    POD,
+    UID,
+    at,
+    pod,
+    running,
+    running_conditions,
+    terminated,
+    timeline_keys,
+    ts,
+)
 from .scenarios import SCENARIOS, play
 
 
@@ -65,7 +76,7 @@ def test_killed_after_grace_termination_block() -> None:
     ]
     assert block["verdict"] == "KilledAfterGrace"
     assert "exit 137" in block["evidence"] and "preStop extension" in block["evidence"]
-    assert status["durations"]["termination"] == 6.0
+    assert status["durations"]["terminationSeconds"] == 6.0
     killed = [f for f in facts if f.type == "KilledAfterGrace"]
     assert len(killed) == 1 and killed[0].source == "inferred" and killed[0].signal == "KILL"
 
@@ -78,10 +89,10 @@ def test_graceful_summary_times_and_endpoints() -> None:
     assert status["times"]["deletionRequested"] == ts(100)
     assert status["times"]["finished"] == ts(102)
     assert status["durations"] == {
-        "timeToSchedule": 1.0,
-        "init": 1.0,
-        "timeToReady": 12.0,
-        "termination": 3.5,
+        "timeToScheduleSeconds": 1.0,
+        "initSeconds": 1.0,
+        "timeToReadySeconds": 12.0,
+        "terminationSeconds": 3.5,
     }
     assert status["termination"]["endpointRemovals"] == [
         {"service": "web", "terminatingAt": "2025-06-01T12:01:40.400000Z", "removedAt": ts(103)}
@@ -89,7 +100,11 @@ def test_graceful_summary_times_and_endpoints() -> None:
     assert status["endpoints"] == []
     assert status["owner"] == {"kind": "ReplicaSet", "name": "web-7d9f8b6c5d", "deployment": "web"}
     assert status["removal"] == {"time": "2025-06-01T12:01:43.500000Z", "observed": True}
-    assert status["lastEvent"] == "Pod removed from the API"
+    # the removal itself is the ENDED column; the last notable entry before it is shown
+    assert status["lastEvent"] == "Removed from the endpoints of Service web (10.244.1.7)"
+    assert status["summary"]["phase"] == "Failed (last)"
+    assert status["summary"]["ready"] == "0/1 (last)"
+    assert status["summary"]["owner"] == "Deployment/web"
 
 
 def test_summary_counters_for_printer_columns() -> None:
@@ -102,6 +117,8 @@ def test_summary_counters_for_printer_columns() -> None:
         "restarts": 0,
         "init": "1/1",
         "ready": "2/2",
+        "phase": "Running",
+        "owner": "Deployment/web",
     }
     crash, _ = play(SCENARIOS["crash_loop"]())
     assert crash["summary"]["restarts"] == 5
@@ -141,9 +158,37 @@ def test_recreated_pod_keeps_the_old_instance() -> None:
             "outcome": "GracefulShutdown",
             "nodeName": "worker-1",
             "restarts": 0,
+            "phase": "Running",
+            "timelineEntries": 12,
+            "lastEntries": [
+                {
+                    "time": ts(10),
+                    "type": "PhaseChanged",
+                    "summary": "Phase Running (first observed)",
+                },
+                {
+                    "time": ts(100),
+                    "type": "DeletionRequested",
+                    "summary": f"Deletion requested: grace period 30s, SIGKILL deadline {ts(130)}",
+                },
+                {
+                    "time": ts(101),
+                    "type": "ExitedOnTerm",
+                    "summary": "Container app exited on SIGTERM: exit 143 (Error) at T+1.0s, "
+                    "deadline T+30s",
+                },
+            ],
+            "termination": {
+                "requestedAt": ts(100),
+                "gracePeriodSeconds": 30,
+                "forced": False,
+                "verdict": "GracefulShutdown",
+                "evidence": "app: exit 143 (Error) at T+1.0s, deadline T+30s: "
+                "exited on SIGTERM (inferred)",
+            },
         }
     ]
-    assert all(e["key"].startswith(status["podUID"]) for e in status["timeline"])
+    assert all(k.startswith(status["podUID"]) for k in timeline_keys(status))
     assert "termination" not in status and "removal" not in status
 
 
@@ -172,7 +217,7 @@ def test_records_can_start_from_events_before_the_pod() -> None:
     others = [o for o in event_first if not isinstance(o, core.EventSeen)]
     early, _ = play(events + others)
     late, _ = play(event_first)
-    assert {e["key"] for e in early["timeline"]} == {e["key"] for e in late["timeline"]}
+    assert set(timeline_keys(early)) == set(timeline_keys(late))
 
 
 def test_pod_gone_without_a_record_does_nothing() -> None:

@@ -69,18 +69,61 @@ def test_names_and_scope(crd: dict[str, Any], version: dict[str, Any]) -> None:
 def test_printer_columns(version: dict[str, Any]) -> None:
     columns = {c["name"]: (c["type"], c["jsonPath"]) for c in version["additionalPrinterColumns"]}
     assert list(columns) == [
-        "Pod",
+        "Owner",
+        "Node",
         "Phase",
         "Init",
         "Ready",
         "Restarts",
-        "Last Event",
         "Outcome",
+        "Ended",
+        "Last Event",
         "Age",
     ]
+    assert columns["Owner"] == ("string", ".status.summary.owner")
+    assert columns["Node"] == ("string", ".status.nodeName")
+    assert columns["Phase"] == ("string", ".status.summary.phase")
+    assert columns["Ready"] == ("string", ".status.summary.ready")
     assert columns["Restarts"] == ("integer", ".status.summary.restarts")
+    assert columns["Ended"] == ("date", ".status.times.deleted")
     assert columns["Last Event"] == ("string", ".status.lastEvent")
     assert columns["Age"] == ("date", ".metadata.creationTimestamp")
+    wide = {c["name"] for c in version["additionalPrinterColumns"] if c.get("priority", 0) > 0}
+    assert wide == {"Node", "Init", "Last Event"}  # `-o wide` only: the long or rarely needed
+
+
+def test_printer_columns_point_into_the_schema(schema: dict[str, Any], version: dict[str, Any]):
+    for column in version["additionalPrinterColumns"]:
+        node = schema
+        for part in column["jsonPath"].strip(".").split("."):
+            if part == "metadata":
+                break
+            node = node["properties"][part]
+        else:
+            assert node["type"] in (column["type"], "string"), column
+
+
+def test_selectable_fields_are_strings_in_the_schema(
+    schema: dict[str, Any], version: dict[str, Any]
+) -> None:
+    paths = [field["jsonPath"] for field in version["selectableFields"]]
+    assert paths == [".spec.podName", ".status.nodeName", ".status.outcome"]
+    for path in paths:
+        node = schema
+        for part in path.strip(".").split("."):
+            node = node["properties"][part]
+        assert node["type"] == "string", path
+
+
+def test_fields_of_records_written_before_are_still_in_the_schema(schema: dict[str, Any]) -> None:
+    """The API server prunes unknown fields even when reading from etcd: a field an earlier
+    version wrote and the operator still reads must stay in the schema."""
+    status = schema["properties"]["status"]["properties"]
+    assert "key" in status["timeline"]["items"]["properties"]
+    assert "seenEvents" in status
+    old = {"timeToSchedule", "init", "timeToReady", "termination"}
+    assert old < set(status["durations"]["properties"])
+    assert {"key", "count"}.isdisjoint(status["timeline"]["items"]["required"])
 
 
 def test_every_field_is_described_and_bounded(schema: dict[str, Any]) -> None:

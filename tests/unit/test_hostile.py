@@ -74,7 +74,7 @@ def test_ten_thousand_distinct_events_about_one_pod() -> None:
         entries_made += 1
     status = core.render_record(record)
     assert len(status["timeline"]) == LIMITS.timeline_cap()
-    assert len(status["seenEvents"]) == LIMITS.seen_events_cap()
+    assert len(status["tracking"]["events"]) == LIMITS.seen_events_cap()
     assert status["timelineDropped"] == entries_made - LIMITS.timeline_cap()
     assert status["timeline"][0]["type"] == "Created"  # always kept
     assert all(len(e.get("message", "")) <= LIMITS.message_cap() for e in status["timeline"])

@@ -28,6 +28,7 @@ from .builders import (
     running_conditions,
     terminated,
     terminated_state,
+    timeline_keys,
     waiting,
 )
 from .scenarios import SCENARIOS, Steps, play
@@ -41,7 +42,7 @@ VALIDATOR = jsonschema.Draft7Validator(STATUS_SCHEMA)
 
 
 def keys(status: dict[str, Any]) -> set[str]:
-    return {entry["key"] for entry in status.get("timeline", [])}
+    return set(timeline_keys(status)) if status.get("timeline") else set()
 
 
 # --- generated pods ----------------------------------------------------------------------

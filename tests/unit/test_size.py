@@ -98,7 +98,8 @@ def test_the_worst_record_has_every_list_full_and_fits_the_schema(messages: str)
     assert len(status["endpoints"]) == limits.endpoints_cap()
     assert len(status["termination"]["endpointRemovals"]) == limits.endpoints_cap()
     assert len(status["previousInstances"]) == limits.previous_cap()
-    assert len(status["seenEvents"]) == limits.seen_events_cap()
+    assert len(status["tracking"]["events"]) == limits.seen_events_cap()
+    assert len(status["tracking"]["timelineKeys"]) == len(status["timeline"])
     assert len(status["termination"]["containers"]) == limits.containers_cap()
     assert status["timelineDropped"] > 0
 

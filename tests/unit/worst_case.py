@@ -123,7 +123,7 @@ def _slice(text: Text, uid: str) -> Json:
     }
 
 
-def _event(text: Text, uid: str, index: int, created: float) -> Json:
+def _event(text: Text, uid: str, index: int, created: float, reason: str | None = None) -> Json:
     first = created + 50 + index
     return {
         "metadata": {"uid": text(128), "namespace": NAMESPACE},
@@ -134,7 +134,7 @@ def _event(text: Text, uid: str, index: int, created: float) -> Json:
             "uid": uid,
             "fieldPath": "spec.containers{" + text(63) + "}",
         },
-        "reason": text(64),
+        "reason": reason or text(64),
         "message": text(1100),
         "type": "Warning",
         "firstTimestamp": ts(first),
@@ -155,7 +155,12 @@ def worst_case_record(limits: core.Limits, base: int = WIDE) -> core.Record:
 
     for instance in range(limits.previous_cap()):
         created = instance * 1000.0
-        feed(core.observe_pod(_pod(text, text(128), created, 1, False)), created + 1)
+        earlier = text(128)
+        feed(core.observe_pod(_pod(text, earlier, created, 1, False)), created + 1)
+        for index in range(3):  # notable entries with long summaries, for its summary
+            event = _event(text, earlier, index, created, "BackOff")
+            feed(core.observe_event(event), created + 2)
+        feed(core.observe_pod(_pod(text, earlier, created, 1, True)), created + 60)
     created = 100_000.0
     uid = text(128)
     feed(core.observe_pod(_pod(text, uid, created, limits.containers_cap(), False)), created + 1)

@@ -5,6 +5,7 @@ The core imports only the standard library, reads no clock and does no I/O.
 
 from .advance import Advance, Step, advance, load_record, render_record, step
 from .facts import Fact, FactType, Source
+from .labels import merge_labels, operator_labels
 from .limits import Limits, MessagePolicy
 from .model import Record
 from .observe import (
@@ -37,9 +38,11 @@ __all__ = [
     "Step",
     "advance",
     "load_record",
+    "merge_labels",
     "observe_endpoint_slice_change",
     "observe_event",
     "observe_pod",
+    "operator_labels",
     "record_size_bound",
     "render_record",
     "step",

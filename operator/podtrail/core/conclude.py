@@ -13,6 +13,7 @@ def end_inputs(record: Record) -> EndInputs:
     window = None
     if record.deletion is not None:
         window = DeletionWindow(record.deletion.requested_at, record.deletion.grace_seconds)
+    failed = {f.container for f in record.pre_stop_failures}
     ends = tuple(
         ContainerEnd(
             name=c.name,
@@ -21,6 +22,7 @@ def end_inputs(record: Record) -> EndInputs:
             reason=c.last_reason,
             finished_at=c.finished_at,
             pre_stop=c.pre_stop,
+            pre_stop_failed=c.name in failed,
         )
         for c in record.containers
         if c.kind != ContainerKind.INIT

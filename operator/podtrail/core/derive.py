@@ -9,6 +9,7 @@ Keys come from the pod UID, what happened and Kubernetes' own timestamps and cou
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import datetime
 
 from .clock import format_time, seconds_between
@@ -26,7 +27,7 @@ from .facts import (
     signal_of,
 )
 from .limits import Limits
-from .model import Record
+from .model import ContainerRecord, Record
 from .observe import (
     ConditionSeen,
     ContainerSeen,
@@ -37,7 +38,14 @@ from .observe import (
     PodSeen,
     RunEnd,
 )
-from .termination import ContainerEnd, DeletionWindow, Verdict, judge_container
+from .termination import (
+    ContainerEnd,
+    DeletionWindow,
+    Verdict,
+    extension_used,
+    judge_container,
+    window_text,
+)
 
 SUMMARY_TEXT = 160
 
@@ -301,6 +309,29 @@ def _deletion_facts(record: Record, pod: PodSeen, uid: str) -> list[Fact]:
 # --- Containers ----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class _Container:
+    """One container of a pod observation, with what its facts are derived from."""
+
+    record: Record
+    pod: PodSeen
+    c: ContainerSeen
+    uid: str
+    window: DeletionWindow | None
+    now: datetime
+    limits: Limits
+
+    @property
+    def old(self) -> ContainerRecord | None:
+        """What the record holds of this container."""
+        return self.record.container(self.c.name)
+
+    @property
+    def label(self) -> str:
+        """How summaries name it: "container app", "init container migrate", "sidecar x"."""
+        return _label(self.c.name, self.c.kind)
+
+
 def _container_facts(
     record: Record,
     pod: PodSeen,
@@ -310,109 +341,12 @@ def _container_facts(
     now: datetime,
     limits: Limits,
 ) -> list[Fact]:
-    old = record.container(c.name)
-    label = _label(c.name, c.kind)
-    facts: list[Fact] = []
-
-    # Kubernetes keeps whole seconds and restarts a failing init container at once: two runs
-    # can share a start and an end time. The run id (from the container ID) tells them apart.
-    current_run = c.ended.run_id if c.ended is not None else c.run_id
-    last = c.last_ended
-    starts = [(last.started_at, last.run_id)] if last else []
-    starts.append((c.started_at, current_run))
-    known = (old.started_at, old.started_run) if old else (None, None)
-    for start, run in _new_runs(starts, *known):
-        fact_type = (
-            FactType.SIDECAR_STARTED
-            if c.kind == ContainerKind.SIDECAR
-            else FactType.CONTAINER_STARTED
-        )
-        suffix = (
-            f" (restart {c.restart_count})"
-            if c.restart_count and (start, run) == (c.started_at, current_run)
-            else ""
-        )
-        facts.append(
-            Fact(
-                key=make_key(uid, c.name, "started", start, run),
-                type=fact_type,
-                time=start,
-                summary=f"{_cap(label)} started{suffix}",
-                source=Source.STATUS,
-                container=c.name,
-                pod_uid=pod.pod_uid,
-            )
-        )
-
-    ended = {(e.finished_at, e.run_id): e for e in (last, c.ended) if e is not None}
-    known = (old.finished_at, old.finished_run) if old else (None, None)
-    for finished, run in _new_runs(list(ended), *known):
-        facts.append(_end_fact(pod, c, ended[finished, run], uid, window, label, limits))
-    if (
-        c.ended is not None
-        and c.ended.finished_at is None
-        and not (old and old.state == "terminated" and old.restart_count == c.restart_count)
-    ):
-        facts.append(
-            _end_fact(pod, c, c.ended, uid, window, label, limits, fallback=(now, c.restart_count))
-        )
-
-    old_restarts = old.restart_count if old else 0
-    if c.restart_count > old_restarts:
-        last = c.last_ended
-        when = c.started_at if c.state == "running" else None
-        when = when or (last.finished_at if last else None)
-        detail = ""
-        if last is not None and last.exit_code is not None:
-            detail = f"; previous run exit {last.exit_code}"
-            if last.reason:
-                detail += f" ({last.reason})"
-        facts.append(
-            Fact(
-                key=make_key(uid, c.name, FactType.CONTAINER_RESTARTED),
-                type=FactType.CONTAINER_RESTARTED,
-                time=when or now,
-                summary=f"{_cap(label)} restarted (restart count {c.restart_count}{detail})",
-                source=Source.STATUS if when else Source.OBSERVED,
-                container=c.name,
-                reason=last.reason if last else None,
-                message=kept_message(last.message, limits) if last else None,
-                exit_code=last.exit_code if last else None,
-                signal=signal_of(last.exit_code) if last else None,
-                count=c.restart_count - old_restarts,
-                last_time=when or now,
-                merge=Merge.ADD,
-                pod_uid=pod.pod_uid,
-            )
-        )
-
-    if (
-        c.state == "waiting"
-        and c.reason
-        and (old is None or old.state != "waiting" or old.reason != c.reason)
-    ):
-        last_end = c.last_ended.finished_at if c.last_ended else None
-        waited = last_end if c.reason == "CrashLoopBackOff" and last_end else None
-        detail = _text(c.message, limits, 120)
-        facts.append(
-            Fact(
-                key=make_key(uid, c.name, "waiting", c.reason),
-                type=FactType.CONTAINER_WAITING,
-                time=waited or now,
-                summary=f"{_cap(label)} waiting: {c.reason}" + (f": {detail}" if detail else ""),
-                source=Source.INFERRED if waited else Source.OBSERVED,
-                container=c.name,
-                reason=c.reason,
-                message=kept_message(c.message, limits),
-                merge=Merge.ADD,
-                pod_uid=pod.pod_uid,
-            )
-        )
-
+    seen = _Container(record, pod, c, uid, window, now, limits)
+    facts = _run_facts(seen) + _waiting_facts(seen)
+    old = seen.old
     old_ready = old.ready if old else False
     if c.ready != old_ready and (c.ready or c.state == "running"):
-        facts.append(_ready_fact(pod, c, uid, label, now))
-
+        facts.append(_ready_fact(pod, c, uid, seen.label, now))
     old_started = old.started if old else None
     if c.startup_probe and c.started is True and old_started is not True and c.state == "running":
         facts.append(
@@ -420,7 +354,7 @@ def _container_facts(
                 key=make_key(uid, c.name, "startup-passed", c.restart_count),
                 type=FactType.STARTUP_PROBE_PASSED,
                 time=now,
-                summary=f"{_cap(label)} passed its startup probe",
+                summary=f"{_cap(seen.label)} passed its startup probe",
                 source=Source.OBSERVED,
                 container=c.name,
                 probe=Probe.STARTUP,
@@ -428,6 +362,121 @@ def _container_facts(
             )
         )
     return facts
+
+
+def _run_facts(seen: _Container) -> list[Fact]:
+    """Starts, ends and restarts, in the order they happened.
+
+    The last run's start and end, the restart, then the current run's start and end.
+
+    Kubernetes keeps whole seconds and restarts a failing init container at once: two runs
+    can share a start and an end time. The run id (from the container ID) tells them apart.
+    """
+    c, old = seen.c, seen.old
+    current_run = c.ended.run_id if c.ended is not None else c.run_id
+    last = c.last_ended
+    starts = [(last.started_at, last.run_id)] if last else []
+    starts.append((c.started_at, current_run))
+    known = (old.started_at, old.started_run) if old else (None, None)
+    new_starts = _new_runs(starts, *known)
+    ended = {(e.finished_at, e.run_id): e for e in (last, c.ended) if e is not None}
+    known = (old.finished_at, old.finished_run) if old else (None, None)
+    new_ends = _new_runs(list(ended), *known)
+    last_start = (last.started_at, last.run_id) if last else None
+    last_end = (last.finished_at, last.run_id) if last else None
+    before = [_start_fact(seen, *run) for run in new_starts if run == last_start]
+    before += [_end_fact(seen, ended[run]) for run in new_ends if run == last_end]
+    after = [_start_fact(seen, *run) for run in new_starts if run != last_start]
+    after += [_end_fact(seen, ended[run]) for run in new_ends if run != last_end]
+    if (
+        c.ended is not None
+        and c.ended.finished_at is None
+        and not (old and old.state == "terminated" and old.restart_count == c.restart_count)
+    ):
+        after.append(_end_fact(seen, c.ended, fallback=(seen.now, c.restart_count)))
+    return before + _restart_facts(seen) + after
+
+
+def _start_fact(seen: _Container, start: datetime, run: str | None) -> Fact:
+    c = seen.c
+    current_run = c.ended.run_id if c.ended is not None else c.run_id
+    fact_type = (
+        FactType.SIDECAR_STARTED if c.kind == ContainerKind.SIDECAR else FactType.CONTAINER_STARTED
+    )
+    suffix = (
+        f" (restart {c.restart_count})"
+        if c.restart_count and (start, run) == (c.started_at, current_run)
+        else ""
+    )
+    return Fact(
+        key=make_key(seen.uid, c.name, "started", start, run),
+        type=fact_type,
+        time=start,
+        summary=f"{_cap(seen.label)} started{suffix}",
+        source=Source.STATUS,
+        container=c.name,
+        pod_uid=seen.pod.pod_uid,
+    )
+
+
+def _restart_facts(seen: _Container) -> list[Fact]:
+    c, old = seen.c, seen.old
+    old_restarts = old.restart_count if old else 0
+    if c.restart_count <= old_restarts:
+        return []
+    last = c.last_ended
+    when = c.started_at if c.state == "running" else None
+    when = when or (last.finished_at if last else None)
+    detail = ""
+    if last is not None and last.exit_code is not None:
+        detail = f"; previous run exit {last.exit_code}"
+        if last.reason:
+            detail += f" ({last.reason})"
+    return [
+        Fact(
+            key=make_key(seen.uid, c.name, FactType.CONTAINER_RESTARTED),
+            type=FactType.CONTAINER_RESTARTED,
+            time=when or seen.now,
+            summary=f"{_cap(seen.label)} restarted (restart count {c.restart_count}{detail})",
+            source=Source.STATUS if when else Source.OBSERVED,
+            container=c.name,
+            reason=last.reason if last else None,
+            message=kept_message(last.message, seen.limits) if last else None,
+            exit_code=last.exit_code if last else None,
+            signal=signal_of(last.exit_code) if last else None,
+            count=c.restart_count - old_restarts,
+            last_time=when or seen.now,
+            merge=Merge.ADD,
+            pod_uid=seen.pod.pod_uid,
+        )
+    ]
+
+
+def _waiting_facts(seen: _Container) -> list[Fact]:
+    c, old = seen.c, seen.old
+    if not (
+        c.state == "waiting"
+        and c.reason
+        and (old is None or old.state != "waiting" or old.reason != c.reason)
+    ):
+        return []
+    last_end = c.last_ended.finished_at if c.last_ended else None
+    waited = last_end if c.reason == "CrashLoopBackOff" and last_end else None
+    detail = _text(c.message, seen.limits, 120)
+    return [
+        Fact(
+            key=make_key(seen.uid, c.name, "waiting", c.reason),
+            type=FactType.CONTAINER_WAITING,
+            time=waited or seen.now,
+            summary=f"{_cap(seen.label)} waiting: {c.reason}" + (f": {detail}" if detail else ""),
+            source=Source.INFERRED if waited else Source.OBSERVED,
+            container=c.name,
+            reason=c.reason,
+            message=kept_message(c.message, seen.limits),
+            merge=Merge.ADD,
+            pod_uid=seen.pod.pod_uid,
+        )
+    ]
 
 
 def _new_runs(
@@ -482,20 +531,11 @@ def _ready_fact(pod: PodSeen, c: ContainerSeen, uid: str, label: str, now: datet
     )
 
 
-def _end_fact(
-    pod: PodSeen,
-    c: ContainerSeen,
-    end: RunEnd,
-    uid: str,
-    window: DeletionWindow | None,
-    label: str,
-    limits: Limits,
-    fallback: tuple[datetime, int] | None = None,
-) -> Fact:
+def _end_fact(seen: _Container, end: RunEnd, fallback: tuple[datetime, int] | None = None) -> Fact:
+    c, label = seen.c, seen.label
     time = end.finished_at or (fallback[0] if fallback else None)
     assert time is not None
     ident: object = end.finished_at if end.finished_at else f"run{fallback[1] if fallback else 0}"
-    run = end.run_id if end.finished_at else None
     code = end.exit_code
     code_text = f"exit {code}" if code is not None else "exit code unknown"
     if end.reason:
@@ -509,43 +549,54 @@ def _end_fact(
     if end.reason == "OOMKilled":
         fact_type, signal = FactType.OOM_KILLED, "KILL"
         summary = f"{_cap(label)} killed by the OOM killer: {code_text}"
-    elif window is not None and c.kind != ContainerKind.INIT and end.finished_at is not None:
-        judged = judge_container(
-            window,
-            ContainerEnd(c.name, True, code, end.reason, end.finished_at, c.pre_stop),
-            slack_seconds=limits.kill_slack_seconds,
-        )
+    else:
+        judged = _judged_end(seen, end, code_text)
         if judged is not None:
-            signal = judged.signal
-            after = seconds_between(window.requested_at, end.finished_at)
-            timing = f"T+{after:.1f}s, deadline T+{window.grace_seconds}s"
-            if judged.verdict is Verdict.EXITED_ON_TERM:
-                fact_type, source = FactType.EXITED_ON_TERM, Source.INFERRED
-                summary = f"{_cap(label)} exited on SIGTERM: {code_text} at {timing}"
-            elif judged.verdict is Verdict.KILLED_AFTER_GRACE:
-                fact_type, source = FactType.KILLED_AFTER_GRACE, Source.INFERRED
-                extension = " (+2s preStop extension)" if c.pre_stop else ""
-                summary = (
-                    f"{_cap(label)} SIGKILLed when the grace period ran out (inferred): "
-                    f"{code_text} at {timing}{extension}"
-                )
-            else:
-                summary = (
-                    f"{_cap(label)} terminated after the deletion request: {code_text} at {timing}"
-                )
+            fact_type, source, signal, summary = judged
+    run = end.run_id if end.finished_at else None
     return Fact(
-        key=make_key(uid, c.name, "terminated", ident, run),
+        key=make_key(seen.uid, c.name, "terminated", ident, run),
         type=fact_type,
         time=time,
         summary=summary,
         source=source,
         container=c.name,
         reason=end.reason,
-        message=kept_message(end.message, limits),
+        message=kept_message(end.message, seen.limits),
         exit_code=code,
         signal=signal,
-        pod_uid=pod.pod_uid,
+        pod_uid=seen.pod.pod_uid,
     )
+
+
+def _judged_end(
+    seen: _Container, end: RunEnd, code_text: str
+) -> tuple[str, str, str | None, str] | None:
+    """Type, source, signal and summary of a container's end after the deletion request."""
+    c, window, label = seen.c, seen.window, seen.label
+    if window is None or c.kind == ContainerKind.INIT or end.finished_at is None:
+        return None
+    failed = any(f.container == c.name for f in seen.record.pre_stop_failures)
+    ended = ContainerEnd(
+        c.name, True, end.exit_code, end.reason, end.finished_at, c.pre_stop, failed
+    )
+    judged = judge_container(window, ended, slack_seconds=seen.limits.kill_slack_seconds)
+    if judged is None:
+        return None
+    after = seconds_between(window.requested_at, end.finished_at)
+    extended = extension_used(ended, judged.seconds_from_deadline)
+    timing = f"T+{after:.1f}s, {window_text(window.grace_seconds, extended)}"
+    if judged.verdict is Verdict.EXITED_ON_TERM:
+        summary = f"{_cap(label)} exited on SIGTERM: {code_text} at {timing}"
+        return FactType.EXITED_ON_TERM, Source.INFERRED, judged.signal, summary
+    if judged.verdict is Verdict.KILLED_AFTER_GRACE:
+        summary = (
+            f"{_cap(label)} SIGKILLed when the grace period ran out (inferred): "
+            f"{code_text} at {timing}"
+        )
+        return FactType.KILLED_AFTER_GRACE, Source.INFERRED, judged.signal, summary
+    summary = f"{_cap(label)} terminated after the deletion request: {code_text} at {timing}"
+    return FactType.CONTAINER_TERMINATED, Source.STATUS, judged.signal, summary
 
 
 # --- Events --------------------------------------------------------------------------------

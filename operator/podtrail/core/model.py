@@ -37,10 +37,6 @@ class Entry:
         """The time of the latest occurrence."""
         return self.last_time if self.last_time is not None else self.time
 
-    def order(self) -> tuple[datetime, int, str]:
-        """Sort key for the timeline: by time, Created first among equals, then by key."""
-        return (self.time, 0 if self.type == "Created" else 1, self.key)
-
 
 @dataclass(frozen=True, slots=True)
 class ContainerRecord:
@@ -133,8 +129,36 @@ class Removal:
 
 
 @dataclass(frozen=True, slots=True)
+class Moment:
+    """One timeline entry as an earlier instance's summary keeps it: when, what, one line."""
+
+    time: datetime
+    type: str
+    summary: str
+
+
+@dataclass(frozen=True, slots=True)
+class EndSummary:
+    """The termination block of an earlier instance, cut down to what tells how it ended."""
+
+    requested_at: datetime | None = None
+    grace_seconds: int | None = None
+    forced: bool | None = None
+    killing_at: datetime | None = None
+    disruption_reason: str | None = None
+    verdict: str | None = None
+    evidence: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Instance:
-    """A summary of an earlier pod (another UID) that had the same name."""
+    """A summary of an earlier pod (another UID) that had the same name.
+
+    Attributes:
+        entries: How many timeline entries it had (dropped ones included).
+        last: Its last notable timeline entries, oldest first.
+        termination: Its termination block, cut down.
+    """
 
     uid: str
     created: datetime | None = None
@@ -142,6 +166,10 @@ class Instance:
     outcome: str | None = None
     node_name: str | None = None
     restarts: int = 0
+    phase: str | None = None
+    entries: int = 0
+    last: tuple[Moment, ...] = ()
+    termination: EndSummary | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +192,11 @@ class ProbeFailures:
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """Everything podtrail keeps about the pod a record follows."""
+    """Everything podtrail keeps about the pod a record follows.
+
+    ``label_marks``: marks of the labels the operator put on the record (see labels.py); None
+    for a record no version of the operator that keeps them has written yet.
+    """
 
     pod_uid: str | None = None
     node_name: str | None = None
@@ -190,6 +222,7 @@ class Record:
     timeline_dropped: int = 0
     previous: tuple[Instance, ...] = ()
     seen_events: tuple[SeenEvent, ...] = ()
+    label_marks: tuple[str, ...] | None = None
 
     def container(self, name: str | None) -> ContainerRecord | None:
         """The container with that name, if known."""

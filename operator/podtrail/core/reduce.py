@@ -13,9 +13,9 @@ from dataclasses import replace
 from datetime import datetime
 
 from .clock import earlier, later
-from .conclude import analyse_record
 from .deletion import next_deletion
 from .facts import Fact, FactType, Merge, Probe, importance, kept_message
+from .history import summarise
 from .limits import Limits
 from .model import (
     ConditionRecord,
@@ -23,7 +23,6 @@ from .model import (
     EndpointRecord,
     EndpointRemoval,
     Entry,
-    Instance,
     OwnerRecord,
     PreStopFailure,
     ProbeFailures,
@@ -32,7 +31,7 @@ from .model import (
     SeenEvent,
 )
 from .observe import ContainerSeen, EndpointSeen, EventSeen, Observation, PodGone, PodSeen
-from .termination import Outcome
+from .order import causal_order
 
 KEEP_LATEST = 20
 
@@ -105,21 +104,12 @@ def close_previous_instance(record: Record, gone: PodGone) -> Record | None:
 def rollover(record: Record, limits: Limits) -> Record:
     """Start over for a new pod instance, keeping a summary of the current one."""
     if record.pod_uid is None:
-        return Record(previous=record.previous)
-    ended = record
-    if ended.removal is None:
-        ended = replace(ended, removal=Removal(time=datetime.min, observed=False))
-    outcome = analyse_record(ended, limits).outcome or Outcome.DELETED_UNOBSERVED
-    deleted = record.removal.time if record.removal else None
-    summary = Instance(
-        uid=record.pod_uid,
-        created=record.created,
-        deleted=deleted,
-        outcome=str(outcome),
-        node_name=record.node_name,
-        restarts=record.restarts(),
+        return Record(previous=record.previous, label_marks=record.label_marks)
+    summary = summarise(record, limits)
+    return Record(
+        previous=((summary,) + record.previous)[: limits.previous_cap()],
+        label_marks=record.label_marks,
     )
-    return Record(previous=((summary,) + record.previous)[: limits.previous_cap()])
 
 
 # --- Absorbing the observed state ----------------------------------------------------------
@@ -384,7 +374,7 @@ def bound_timeline(record: Record, limits: Limits) -> Record:
     as one level more important than its type. ``timeline_dropped`` counts them.
     """
     cap = limits.timeline_cap()
-    timeline = sorted(record.timeline, key=Entry.order)
+    timeline = causal_order(record.timeline, record.containers)
     excess = len(timeline) - cap
     if excess <= 0:
         return replace(record, timeline=tuple(timeline))

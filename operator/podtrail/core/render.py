@@ -21,12 +21,18 @@ from .facts import (
     MAX_KEY_LENGTH,
     MAX_SUMMARY_LENGTH,
     ContainerKind,
+    FactType,
+    Importance,
     Source,
     clean_text,
     clip,
+    importance,
     kept_message,
+    make_key,
     plain_id,
 )
+from .history import END_EVIDENCE, LAST_MOMENTS, MOMENT_SUMMARY, short
+from .labels import MAX_MARKS, clean_marks, workload
 from .limits import DEFAULT_LIMITS, Limits
 from .model import (
     ConditionRecord,
@@ -34,8 +40,10 @@ from .model import (
     Deletion,
     EndpointRecord,
     EndpointRemoval,
+    EndSummary,
     Entry,
     Instance,
+    Moment,
     OwnerRecord,
     PreStopFailure,
     ProbeFailures,
@@ -52,6 +60,7 @@ from .observe import (
     MAX_REASON,
     RUN_ID_LENGTH,
 )
+from .order import causal_order
 from .termination import Analysis
 
 # Every string and list of the status has a cap here (size.py bounds the record from them).
@@ -61,7 +70,13 @@ MAX_SHORT = 64
 MAX_KIND = 63
 MAX_FLAG = 16  # condition status; and words the core writes: kind, state, signal, probe, source
 MAX_EVIDENCE = 2048
-MAX_LAST_EVENT = 80  # a printer column: long summaries make `kubectl get plr` unreadable
+MAX_LAST_EVENT = 64  # a printer column: long summaries make `kubectl get plr` unreadable
+MAX_OWNER = MAX_KIND + 1 + MAX_NAME  # kind/name, a printer column
+LAST = " (last)"  # an ended record's phase and readiness: the pod's last known ones
+MAX_LEDGER_ITEM = MAX_EVENT_ID + 1 + 11 + 1 + 40  # "<id> <count> <time>"
+MAX_GRACE = 10 * 366 * 24 * 3600
+# Entries a reader of the LAST EVENT column does not want: the ENDED column tells the removal.
+QUIET = frozenset({FactType.POD_DELETED})
 MAX_PRE_STOP = 64
 MAX_INT = 2**31 - 1
 _SOURCES = frozenset(str(source) for source in Source)
@@ -104,11 +119,13 @@ def _source(value: object) -> str:
     return value if isinstance(value, str) and value in _SOURCES else Source.OBSERVED
 
 
-def _entry(raw: Mapping[str, Any]) -> Entry | None:
-    key, time = _str(raw.get("key"), 1024), parse_time(raw.get("time"))
-    etype = _word(raw.get("type"))
-    if key is None or time is None or etype is None:
+def _entry(raw: Mapping[str, Any], stored_key: object) -> Entry | None:
+    time, etype = parse_time(raw.get("time")), _word(raw.get("type"))
+    if time is None or etype is None:
         return None
+    key = _str(stored_key, 1024) or _str(raw.get("key"), 1024)  # before 0.2: in the entry
+    if key is None:  # a key lost: a stable stand-in, so the entry is kept
+        key = make_key("untracked", etype, time, raw.get("container"), raw.get("summary"))
     last_time = parse_time(raw.get("lastTime"))
     return Entry(
         key=plain_id(key, MAX_KEY_LENGTH),
@@ -130,19 +147,34 @@ def _entry(raw: Mapping[str, Any]) -> Entry | None:
 
 
 @lru_cache(maxsize=8192)
-def _cached_entry(items: tuple[tuple[str, type, Any], ...]) -> Entry | None:
-    return _entry({name: value for name, _, value in items})
+def _cached_entry(items: tuple[tuple[str, type, Any], ...], key: object) -> Entry | None:
+    return _entry({name: value for name, _, value in items}, key)
 
 
-def _load_entry(raw: Mapping[str, Any]) -> Entry | None:
+def _load_entry(raw: object, key: object) -> Entry | None:
     """Read an entry; stored entries repeat on every step, so reading is memoised.
 
     The value types are part of the cache key (1, 1.0 and True hash alike).
     """
+    if not isinstance(raw, Mapping):
+        return None
+    if not isinstance(key, str):
+        key = None
     try:
-        return _cached_entry(tuple((name, type(value), value) for name, value in raw.items()))
+        return _cached_entry(tuple((name, type(value), value) for name, value in raw.items()), key)
     except TypeError:  # an unhashable value: not a stored entry of ours
-        return _entry(raw)
+        return _entry(raw, key)
+
+
+def _timeline(raw: Mapping[str, Any], tracking: Mapping[str, Any]) -> list[Entry | None]:
+    """The stored entries, each with its key from ``tracking.timelineKeys`` (same order)."""
+    items = raw.get("timeline")
+    if not isinstance(items, list):
+        return []
+    keys = tracking.get("timelineKeys")
+    if not isinstance(keys, list) or len(keys) != len(items):
+        keys = [None] * len(items)
+    return [_load_entry(item, key) for item, key in zip(items[:1000], keys, strict=False)]
 
 
 def _container(raw: Mapping[str, Any]) -> ContainerRecord | None:
@@ -207,10 +239,33 @@ def _removal_item(raw: Mapping[str, Any]) -> EndpointRemoval | None:
     )
 
 
+def _moment(raw: Mapping[str, Any]) -> Moment | None:
+    time, etype = parse_time(raw.get("time")), _word(raw.get("type"))
+    if time is None or etype is None:
+        return None
+    return Moment(time, etype, _str(raw.get("summary"), MOMENT_SUMMARY) or etype)
+
+
+def _end_summary(raw: object) -> EndSummary | None:
+    data = _map(raw)
+    if not data:
+        return None
+    return EndSummary(
+        requested_at=parse_time(data.get("requestedAt")),
+        grace_seconds=_int(data.get("gracePeriodSeconds"), 0, MAX_GRACE),
+        forced=_bool(data.get("forced")),
+        killing_at=parse_time(data.get("killingAt")),
+        disruption_reason=_str(data.get("disruptionReason"), MAX_REASON),
+        verdict=_word(data.get("verdict"), MAX_SHORT),
+        evidence=_str(data.get("evidence"), END_EVIDENCE),
+    )
+
+
 def _instance(raw: Mapping[str, Any]) -> Instance | None:
     uid = _str(raw.get("uid"), MAX_UID)
     if uid is None:
         return None
+    moments = [_moment(item) for item in _items(raw.get("lastEntries"), LAST_MOMENTS)]
     return Instance(
         uid=uid,
         created=parse_time(raw.get("created")),
@@ -218,15 +273,37 @@ def _instance(raw: Mapping[str, Any]) -> Instance | None:
         outcome=_str(raw.get("outcome"), MAX_SHORT),
         node_name=_str(raw.get("nodeName")),
         restarts=_int(raw.get("restarts"), 0) or 0,
+        phase=_str(raw.get("phase"), MAX_PHASE),
+        entries=_int(raw.get("timelineEntries"), 0) or 0,
+        last=tuple(m for m in moments if m is not None),
+        termination=_end_summary(raw.get("termination")),
     )
 
 
-def _seen(raw: Mapping[str, Any]) -> SeenEvent | None:
-    ident, time = _str(raw.get("id"), MAX_NAME), parse_time(raw.get("lastTime"))
-    count = _int(raw.get("count"), 1)
+def _seen(raw: object) -> SeenEvent | None:
+    """An Event ledger item: ``<id> <count> <lastTime>``, or an object (before 0.2)."""
+    if isinstance(raw, str):
+        head, _, when = raw[:MAX_LEDGER_ITEM].rpartition(" ")
+        name, _, number = head.rpartition(" ")
+        plain = number.isascii() and number.isdigit() and len(number) < 12
+        data: Mapping[str, Any] = {"id": name, "count": int(number) if plain else None}
+        data = {**data, "lastTime": when}
+    else:
+        data = _map(raw)
+    ident, time = _str(data.get("id"), MAX_NAME), parse_time(data.get("lastTime"))
+    count = _int(data.get("count"), 1)
     if ident is None or time is None or count is None:
         return None
     return SeenEvent(plain_id(ident, MAX_EVENT_ID), count, time)
+
+
+def _ledger(raw: Mapping[str, Any], tracking: Mapping[str, Any]) -> list[SeenEvent | None]:
+    items = tracking.get("events")
+    if not isinstance(items, list):
+        items = raw.get("seenEvents")  # before 0.2
+    if not isinstance(items, list):
+        return []
+    return [_seen(item) for item in items[:256]]
 
 
 def _unique(items: list[Any], key: Any) -> tuple[Any, ...]:
@@ -251,6 +328,7 @@ def load_status(status: Mapping[str, Any] | None, limits: Limits = DEFAULT_LIMIT
         The record; unknown or malformed parts are left out.
     """
     raw = _map(status)
+    tracking = _map(raw.get("tracking"))
     times = _map(raw.get("times"))
     termination = _map(raw.get("termination"))
     owner_raw = _map(raw.get("owner"))
@@ -278,8 +356,10 @@ def load_status(status: Mapping[str, Any] | None, limits: Limits = DEFAULT_LIMIT
         and (when := parse_time(item.get("failedAt"))) is not None
     ]
     probes = _map(raw.get("probeFailures"))
-    cap = limits.timeline_cap()
-    entries = [_load_entry(item) for item in _items(raw.get("timeline"), 1000)]
+    containers = _unique(
+        [_container(item) for item in _items(raw.get("containers"), 64)], lambda c: c.name
+    )[: limits.containers_cap()]
+    entries = _unique(_timeline(raw, tracking), lambda e: e.key)
     return Record(
         pod_uid=_str(raw.get("podUID"), MAX_UID),
         node_name=_str(raw.get("nodeName")),
@@ -296,9 +376,7 @@ def load_status(status: Mapping[str, Any] | None, limits: Limits = DEFAULT_LIMIT
         disruption_message=_str(termination.get("disruptionMessage"), 1024),
         pre_stop_failures=_unique(list(failures), lambda f: f)[-16:],
         removal=removal,
-        containers=_unique(
-            [_container(item) for item in _items(raw.get("containers"), 64)], lambda c: c.name
-        )[: limits.containers_cap()],
+        containers=containers,
         conditions=_unique(
             [_condition(item) for item in _items(raw.get("conditions"), MAX_CONDITIONS)],
             lambda c: c.type,
@@ -316,15 +394,14 @@ def load_status(status: Mapping[str, Any] | None, limits: Limits = DEFAULT_LIMIT
             readiness=_int(probes.get("readiness"), 0) or 0,
             startup=_int(probes.get("startup"), 0) or 0,
         ),
-        timeline=tuple(sorted(_unique(entries, lambda e: e.key), key=Entry.order))[-cap:],
+        timeline=causal_order(entries, containers)[-limits.timeline_cap() :],
         timeline_dropped=_int(raw.get("timelineDropped"), 0) or 0,
         previous=_unique(
             [_instance(item) for item in _items(raw.get("previousInstances"), 20)],
             lambda i: i.uid,
         )[: limits.previous_cap()],
-        seen_events=_unique(
-            [_seen(item) for item in _items(raw.get("seenEvents"), 256)], lambda s: s.id
-        )[: limits.seen_events_cap()],
+        seen_events=_unique(_ledger(raw, tracking), lambda s: s.id)[: limits.seen_events_cap()],
+        label_marks=clean_marks(tracking.get("labels")),
     )
 
 
@@ -351,7 +428,10 @@ def _render_entry(entry: Entry, limits: Limits) -> dict[str, Any]:
 
 @lru_cache(maxsize=8192)
 def _rendered_entry(entry: Entry, limits: Limits) -> tuple[tuple[str, Any], ...]:
-    """An entry's JSON fields; memoised, entries being immutable and rendered on every step."""
+    """An entry's JSON fields; memoised, entries being immutable and rendered on every step.
+
+    The key is bookkeeping: it goes to ``tracking.timelineKeys``; a count of 1 is left out.
+    """
     fields = _clean(
         {
             "time": _t(entry.time),
@@ -365,10 +445,9 @@ def _rendered_entry(entry: Entry, limits: Limits) -> tuple[tuple[str, Any], ...]
             "exitCode": entry.exit_code,
             "signal": _word(entry.signal, MAX_FLAG),
             "probe": _word(entry.probe, MAX_FLAG),
-            "count": entry.count,
+            "count": entry.count if entry.count != 1 else None,
             "lastTime": _t(entry.last_time),
             "source": _source(entry.source),
-            "key": plain_id(entry.key, MAX_KEY_LENGTH),
         }
     )
     return tuple(fields.items())
@@ -395,25 +474,47 @@ def _render_container(c: ContainerRecord) -> dict[str, Any]:
     )
 
 
-def _summary(record: Record) -> dict[str, Any]:
-    inits = [c for c in record.containers if c.kind != ContainerKind.APP]
-    init_done = sum(
+def _init_done(record: Record, inits: list[ContainerRecord]) -> int:
+    """Init containers done: all once the pod is initialized.
+
+    Before that, the init containers that completed (exit 0) and the sidecars that started.
+    """
+    initialized = record.condition("Initialized")
+    if initialized is not None and initialized.status == "True":
+        return len(inits)
+    return sum(
         1
         for c in inits
         if (c.kind == ContainerKind.INIT and c.state == "terminated" and c.last_exit_code == 0)
-        or (c.kind == ContainerKind.SIDECAR and c.started is True)
+        or (c.kind == ContainerKind.SIDECAR and (c.started is True or c.state == "running"))
     )
+
+
+def _summary(record: Record) -> dict[str, Any]:
+    """Counters and texts for the printer columns.
+
+    An ended record's phase and readiness are its pod's last known ones, and say so.
+    """
+    inits = [c for c in record.containers if c.kind != ContainerKind.APP]
+    init_done = _init_done(record, inits)
     shown = [c for c in record.containers if c.kind != ContainerKind.INIT]
     ready = sum(1 for c in shown if c.ready)
-    return {
-        "initDone": init_done,
-        "initTotal": len(inits),
-        "readyContainers": ready,
-        "totalContainers": len(shown),
-        "restarts": min(record.restarts(), MAX_INT),
-        "init": f"{init_done}/{len(inits)}",
-        "ready": f"{ready}/{len(shown)}",
-    }
+    last = LAST if record.removal is not None else ""
+    owner = workload(record)
+    phase = _cut(record.phase, MAX_PHASE)
+    return _clean(
+        {
+            "initDone": init_done,
+            "initTotal": len(inits),
+            "readyContainers": ready,
+            "totalContainers": len(shown),
+            "restarts": min(record.restarts(), MAX_INT),
+            "init": f"{init_done}/{len(inits)}",
+            "ready": f"{ready}/{len(shown)}{last}",
+            "phase": f"{phase}{last}" if phase else None,
+            "owner": _cut(f"{owner[0]}/{owner[1]}", MAX_OWNER) if owner else None,
+        }
+    )
 
 
 def _finished(record: Record) -> datetime | None:
@@ -551,10 +652,10 @@ def _durations(record: Record, finished: datetime | None) -> dict[str, Any]:
     seen_deleted = removal.time if removal and removal.observed else None
     return _clean(
         {
-            "timeToSchedule": _duration(record.created, record.scheduled),
-            "init": _duration(record.scheduled, record.initialized),
-            "timeToReady": _duration(record.created, record.ready),
-            "termination": _duration(requested, seen_deleted or finished),
+            "timeToScheduleSeconds": _duration(record.created, record.scheduled),
+            "initSeconds": _duration(record.scheduled, record.initialized),
+            "timeToReadySeconds": _duration(record.created, record.ready),
+            "terminationSeconds": _duration(requested, seen_deleted or finished),
         }
     )
 
@@ -602,27 +703,74 @@ def _endpoints(record: Record, limits: Limits) -> list[dict[str, Any]]:
     ]
 
 
-def _history(record: Record, limits: Limits) -> dict[str, Any]:
-    """The previous instances and the Event ledger."""
-    return {
-        "previousInstances": [
-            _clean(
+def _render_end(end: EndSummary | None) -> dict[str, Any] | None:
+    if end is None:
+        return None
+    return _clean(
+        {
+            "requestedAt": _t(end.requested_at),
+            "gracePeriodSeconds": end.grace_seconds,
+            "forced": end.forced,
+            "killingAt": _t(end.killing_at),
+            "disruptionReason": _cut(end.disruption_reason, MAX_REASON),
+            "verdict": _word(end.verdict, MAX_SHORT),
+            "evidence": _cut(end.evidence, END_EVIDENCE),
+        }
+    )
+
+
+def _render_instance(i: Instance) -> dict[str, Any]:
+    return _clean(
+        {
+            "uid": _cut(i.uid, MAX_UID),
+            "created": _t(i.created),
+            "deleted": _t(i.deleted),
+            "outcome": _cut(i.outcome, MAX_SHORT),
+            "phase": _cut(i.phase, MAX_PHASE),
+            "nodeName": _cut(i.node_name, MAX_NAME),
+            "restarts": i.restarts,
+            "timelineEntries": i.entries,
+            "lastEntries": [
                 {
-                    "uid": _cut(i.uid, MAX_UID),
-                    "created": _t(i.created),
-                    "deleted": _t(i.deleted),
-                    "outcome": _cut(i.outcome, MAX_SHORT),
-                    "nodeName": _cut(i.node_name, MAX_NAME),
-                    "restarts": i.restarts,
+                    "time": _t(m.time),
+                    "type": _word(m.type) or "EventReported",
+                    "summary": _cut(m.summary, MOMENT_SUMMARY),
                 }
-            )
-            for i in record.previous[: limits.previous_cap()]
-        ],
-        "seenEvents": [
-            {"id": plain_id(s.id, MAX_EVENT_ID), "count": s.count, "lastTime": _t(s.last_time)}
+                for m in i.last[-LAST_MOMENTS:]
+            ],
+            "termination": _render_end(i.termination),
+        }
+    )
+
+
+def _tracking(record: Record, timeline: tuple[Entry, ...], limits: Limits) -> dict[str, Any]:
+    """What the operator keeps to stay idempotent: not for reading, so it comes last."""
+    tracking: dict[str, Any] = {
+        "timelineKeys": [plain_id(e.key, MAX_KEY_LENGTH) for e in timeline],
+        "events": [
+            f"{plain_id(s.id, MAX_EVENT_ID)} {s.count} {format_time(s.last_time)}"
             for s in record.seen_events[: limits.seen_events_cap()]
         ],
     }
+    if record.label_marks is not None:
+        tracking["labels"] = list(record.label_marks[:MAX_MARKS])
+    return tracking
+
+
+def _last_event(timeline: tuple[Entry, ...]) -> str | None:
+    """The newest notable entry, short: what a reader of ``kubectl get plr -o wide`` wants.
+
+    Details (conditions, endpoint changes, waiting, readiness) and the removal (the ENDED
+    column tells it) are left out; without a notable entry, the newest entry.
+    """
+    newest = None
+    for at, entry in enumerate(timeline):
+        wanted = importance(entry.type) >= Importance.NOTABLE and entry.type not in QUIET
+        if wanted and (newest is None or entry.latest >= newest[0]):
+            newest = (entry.latest, at, entry)
+    if newest is None and timeline:
+        newest = (timeline[-1].latest, 0, timeline[-1])
+    return _cut(short(newest[2].summary, MAX_LAST_EVENT), MAX_LAST_EVENT) if newest else None
 
 
 def render_status(record: Record, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
@@ -641,7 +789,6 @@ def render_status(record: Record, limits: Limits = DEFAULT_LIMITS) -> dict[str, 
     analysis = analyse_record(record, limits)
     finished = _finished(record)
     timeline = record.timeline[-limits.timeline_cap() :]
-    newest = max(timeline, key=lambda e: (e.latest, e.key), default=None)
     status = {
         "podUID": _cut(record.pod_uid, MAX_UID),
         "nodeName": _cut(record.node_name, MAX_NAME),
@@ -668,7 +815,10 @@ def render_status(record: Record, limits: Limits = DEFAULT_LIMITS) -> dict[str, 
         ),
         "timeline": [_render_entry(e, limits) for e in timeline],
         "timelineDropped": record.timeline_dropped,
-        "lastEvent": _cut(newest.summary, MAX_LAST_EVENT) if newest else None,
-        **_history(record, limits),
+        "lastEvent": _last_event(timeline),
+        "previousInstances": [
+            _render_instance(i) for i in record.previous[: limits.previous_cap()]
+        ],
+        "tracking": _tracking(record, timeline, limits),
     }
     return _clean(status)

@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from .facts import MAX_EVENT_ID, MAX_KEY_LENGTH, MAX_SUMMARY_LENGTH
+from .history import END_EVIDENCE, LAST_MOMENTS, MOMENT_SUMMARY
+from .labels import MARK_LENGTH, MAX_MARKS
 from .limits import Limits
 from .observe import (
     MAX_ADDRESS,
@@ -29,11 +31,13 @@ from .observe import (
     RUN_ID_LENGTH,
 )
 from .render import (
+    LAST,
     MAX_EVIDENCE,
     MAX_FLAG,
     MAX_KIND,
     MAX_LAST_EVENT,
     MAX_NAME,
+    MAX_OWNER,
     MAX_PRE_STOP,
     MAX_SHORT,
     MAX_UID,
@@ -85,7 +89,6 @@ def _entry(limits: Limits) -> int:
         "count": INT,
         "lastTime": TIME,
         "source": _plain(MAX_FLAG),
-        "key": _plain(MAX_KEY_LENGTH),
     }
     if limits.keeps_messages():
         fields["message"] = _text(limits.message_cap())
@@ -162,29 +165,59 @@ def _lists(limits: Limits) -> dict[str, int]:
         "terminating": BOOL,
         "since": TIME,
     }
+    moment = {"time": TIME, "type": _plain(MAX_SHORT), "summary": _text(MOMENT_SUMMARY)}
+    end = {
+        "requestedAt": TIME,
+        "gracePeriodSeconds": INT,
+        "forced": BOOL,
+        "killingAt": TIME,
+        "disruptionReason": _text(MAX_REASON),
+        "verdict": OUTCOME,
+        "evidence": _text(END_EVIDENCE),
+    }
     instance = {
         "uid": _text(MAX_UID),
         "created": TIME,
         "deleted": TIME,
         "outcome": _text(MAX_SHORT),
+        "phase": _text(MAX_PHASE),
         "nodeName": _text(MAX_NAME),
         "restarts": INT,
+        "timelineEntries": INT,
+        "lastEntries": _array(LAST_MOMENTS, _object(moment)),
+        "termination": _object(end),
     }
-    seen = {"id": _plain(MAX_EVENT_ID), "count": INT, "lastTime": TIME}
     return {
         "conditions": _array(MAX_CONDITIONS, _object(condition)),
         "endpoints": _array(limits.endpoints_cap(), _object(endpoint)),
         "previousInstances": _array(limits.previous_cap(), _object(instance)),
-        "seenEvents": _array(limits.seen_events_cap(), _object(seen)),
     }
+
+
+def _tracking(limits: Limits) -> int:
+    """The bookkeeping: timeline keys, the Event ledger (``<id> <count> <time>``), label marks."""
+    ledger_item = _plain(MAX_EVENT_ID + 1 + INT + 1 + TIME - 2)
+    return _object(
+        {
+            "timelineKeys": _array(limits.timeline_cap(), _plain(MAX_KEY_LENGTH)),
+            "events": _array(limits.seen_events_cap(), ledger_item),
+            "labels": _array(MAX_MARKS, _plain(MARK_LENGTH)),
+        }
+    )
 
 
 def record_size_bound(limits: Limits) -> int:
     """The most bytes a record's status can take as JSON under these limits (see above)."""
     counters = ("initDone", "initTotal", "readyContainers", "totalContainers", "restarts")
-    summary = {name: INT for name in counters} | {"init": _plain(23), "ready": _plain(23)}
+    summary = {name: INT for name in counters} | {
+        "init": _plain(2 * 10 + 1),
+        "ready": _plain(2 * 10 + 1 + len(LAST)),
+        "phase": _text(MAX_PHASE + len(LAST)),
+        "owner": _text(MAX_OWNER),
+    }
     times = ("created", "scheduled", "initialized", "ready", "deletionRequested", "deleted")
-    durations = ("timeToSchedule", "init", "timeToReady", "termination")
+    stages = ("timeToSchedule", "init", "timeToReady", "termination")
+    durations = tuple(f"{name}Seconds" for name in stages)
     owner = {"kind": _text(MAX_KIND), "name": _text(MAX_NAME), "deployment": _text(MAX_NAME)}
     status = {
         "podUID": _text(MAX_UID),
@@ -204,5 +237,6 @@ def record_size_bound(limits: Limits) -> int:
         "timelineDropped": INT,
         "lastEvent": _text(MAX_LAST_EVENT),
         **_lists(limits),
+        "tracking": _tracking(limits),
     }
     return _object(status)

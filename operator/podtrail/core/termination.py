@@ -82,6 +82,30 @@ class ContainerEnd:
     reason: str | None
     finished_at: datetime | None
     pre_stop: bool = False
+    pre_stop_failed: bool = False
+
+
+def extension_used(end: ContainerEnd, seconds_from_deadline: float | None) -> bool:
+    """Whether the kubelet's one-time preStop extension shows in a container's kill.
+
+    It is granted only to a preStop hook still running at the deadline: shown by the hook's
+    failure (FailedPreStopHook, the kill of the hook) or by an exit 137 more than a second
+    after the deadline of a container that has a hook. A hook that ended in time extends
+    nothing, and the evidence then does not mention it.
+    """
+    if not end.pre_stop or end.exit_code != 137:
+        return False
+    late = seconds_from_deadline is not None and seconds_from_deadline > EARLY_TOLERANCE_SECONDS
+    return end.pre_stop_failed or late
+
+
+def window_text(grace_seconds: int, extended: bool) -> str:
+    """The deadline as the evidence states it, with the preStop extension when it was used."""
+    text = f"deadline T+{grace_seconds}s"
+    if extended:
+        extension = f"{PRE_STOP_EXTENSION_SECONDS:.0f}s"
+        text += f" + {extension} preStop extension (the hook was still running)"
+    return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,14 +150,12 @@ def judge_container(
         return None
     from_deadline = seconds_between(window.deadline, end.finished_at)
     extension = PRE_STOP_EXTENSION_SECONDS if end.pre_stop else 0.0
-    window_text = f"deadline T+{window.grace_seconds}s" + (
-        f" (+{extension:.0f}s preStop extension)" if end.pre_stop else ""
-    )
     code = end.exit_code
     facts = f"exit {code if code is not None else '?'}"
     if end.reason:
         facts += f" ({end.reason})"
-    facts += f" at T{_fmt(after)}, {window_text}"
+    deadline = window_text(window.grace_seconds, extension_used(end, from_deadline))
+    facts += f" at T{_fmt(after)}, {deadline}"
 
     def judged(verdict: Verdict, signal: str | None, note: str) -> Judgement:
         return Judgement(

@@ -197,6 +197,8 @@ class RecordState:
     created_at: datetime | None = None
     stored_labels: dict[str, str] = dataclasses.field(default_factory=dict)
     labels: dict[str, str] | None = None
+    synced_labels: dict[str, str] | None = None
+    labels_due: bool = False
     ttl_seconds: int | None = None
     stored_outcome: str | None = None
     stored_stages: frozenset[str] = frozenset()
@@ -220,9 +222,13 @@ class RecordState:
 
     @property
     def needs_write(self) -> bool:
-        """Whether the API lacks something this state holds."""
-        labels_differ = self.labels is not None and self.labels != self.stored_labels
-        return bool(self.pending) or not self.exists or labels_differ
+        """Whether the API lacks something this state holds.
+
+        Labels: the pod's changed since they were last merged into the record's, or a label
+        write is still due (the operator's own labels change with the record: see `_write`).
+        """
+        labels_differ = self.labels is not None and self.labels != self.synced_labels
+        return bool(self.pending) or not self.exists or labels_differ or self.labels_due
 
     def adopt(self, record: Mapping[str, Any], limits: core.Limits) -> None:
         """Take the stored side from a record object read from the API."""
@@ -237,6 +243,7 @@ class RecordState:
         self.created_at = parse_time(meta.get("creationTimestamp"))
         self.stored = core.load_record(status, limits)
         self.stored_labels = dict(meta.get("labels") or {})
+        self.synced_labels = None
         ttl = spec.get("ttlSecondsAfterPodDeletion")
         self.ttl_seconds = ttl if isinstance(ttl, int) else None
         self.settle_metrics(status)
@@ -245,8 +252,7 @@ class RecordState:
         """Remember what the stored status already counted (outcome, lifecycle stages)."""
         outcome = status.get("outcome")
         self.stored_outcome = outcome if isinstance(outcome, str) else None
-        durations = status.get("durations")
-        self.stored_stages = frozenset(durations) if isinstance(durations, Mapping) else frozenset()
+        self.stored_stages = frozenset(lifecycle_stages(status))
 
     def evict(self) -> None:
         """Keep only what the sweep and the streams need; the API holds the rest."""
@@ -268,6 +274,23 @@ class RecordState:
         mark = _event_mark(observation.event_id, observation.count)
         at = bisect.bisect_left(marks, mark)
         return at < len(marks) and marks[at] == mark
+
+
+STAGES = {
+    "timeToScheduleSeconds": "timeToSchedule",
+    "initSeconds": "init",
+    "timeToReadySeconds": "timeToReady",
+    "terminationSeconds": "termination",
+}
+"""Status durations → the lifecycle metric's stage label (the names the status had before)."""
+
+
+def lifecycle_stages(status: Mapping[str, Any]) -> dict[str, Any]:
+    """A status's durations by stage name (old and new duration names alike)."""
+    durations = status.get("durations")
+    if not isinstance(durations, Mapping):
+        return {}
+    return {STAGES.get(str(name), str(name)): value for name, value in durations.items()}
 
 
 def _event_mark(event_id: str, count: int) -> int:
@@ -338,9 +361,12 @@ class RecordWriter:
         state = self._records.get(key) or self._new_state(*key)
         if state.exists and state.uid == meta.get("uid"):
             # Our own writes come back through the watch: learn only the spec (the status we
-            # hold is as new or newer; a conflict on the next write re-reads it if not).
+            # hold is as new or newer; a conflict on the next write re-reads it if not), and
+            # the labels of a change that is not ours (a user's labels are kept as they are).
             ttl = (record.get("spec") or {}).get("ttlSecondsAfterPodDeletion")
             state.ttl_seconds = ttl if isinstance(ttl, int) else None
+            if meta.get("resourceVersion") != state.resource_version and not state.evicted:
+                state.stored_labels = dict(meta.get("labels") or {})
             return state
         self._load(state, record)
         gone_at = state.pod_gone_at
@@ -617,12 +643,12 @@ class RecordWriter:
         for _ in range(_MAX_ATTEMPTS):
             if not state.exists:
                 await self._create(state)
-            if state.labels is not None and state.labels != state.stored_labels:
-                await self._write_labels(state)
+            labels = self._merge_labels(state)
             written = len(state.pending)
             record = state.record
             if record == state.stored:
                 self._settle(state, written, record, None)
+                await self._write_labels(state, labels)
                 return
             status = core.render_record(record, self._limits)
             try:
@@ -641,6 +667,7 @@ class RecordWriter:
             meta = stored.get("metadata") or {}
             state.resource_version = meta.get("resourceVersion")
             self._settle(state, written, record, status)
+            await self._write_labels(state, labels)
             return
         raise kube.ConflictError(f"gave up after {_MAX_ATTEMPTS} conflicting writes")
 
@@ -662,29 +689,52 @@ class RecordWriter:
         """Outcomes and lifecycle durations newly in the stored status, counted once."""
         self._metrics.observe_status_change(
             {"outcome": state.stored_outcome, "durations": dict.fromkeys(state.stored_stages)},
-            status,
+            {**status, "durations": lifecycle_stages(status)},
         )
         state.settle_metrics(status)
 
     async def _create(self, state: RecordState) -> None:
+        own = core.operator_labels(state.record, self._limits)
+        labels, _ = core.merge_labels({}, None, state.labels or {}, own)
         try:
-            record = await self._store.create_record(
-                state.namespace, state.name, state.labels or {}
-            )
+            record = await self._store.create_record(state.namespace, state.name, labels)
             self._metrics.writes.labels(kind="create", result="ok").inc()
             state.adopt(record, self._limits)
         except kube.AlreadyExistsError:
             self._metrics.writes.labels(kind="create", result="exists").inc()
             await self._reload(state)
 
-    async def _write_labels(self, state: RecordState) -> None:
-        record = await self._store.patch_record_labels(
-            state.namespace, state.name, state.labels or {}
+    def _merge_labels(self, state: RecordState) -> dict[str, str]:
+        """The record's labels to have; the marks of the operator's go into the record.
+
+        The marks reach the API with the status, before the labels they mark: a label is never
+        written unmarked (it would then pass for a user's). See core/labels.py.
+        """
+        own = core.operator_labels(state.record, self._limits)
+        labels, marks = core.merge_labels(
+            state.stored_labels, state.stored.label_marks, state.labels, own
         )
+        if marks != state.record.label_marks:
+            state.record = dataclasses.replace(state.record, label_marks=marks)
+        state.synced_labels = state.labels
+        state.labels_due = labels != state.stored_labels
+        return labels
+
+    async def _write_labels(self, state: RecordState, labels: dict[str, str]) -> None:
+        """Write the labels if they changed.
+
+        That is a few times in a record's life: at its creation (with the record), then once
+        its node is known and once its outcome is, and when the pod's labels change.
+        """
+        if not state.labels_due:
+            return
+        record = await self._store.patch_record_labels(state.namespace, state.name, labels)
         self._metrics.writes.labels(kind="labels", result="ok").inc()
         meta = record.get("metadata") or {}
         state.resource_version = meta.get("resourceVersion")
         state.stored_labels = dict(meta.get("labels") or {})
+        state.labels_due = False
+        self._track(state)
 
     async def _reload(self, state: RecordState) -> None:
         record = await self._store.get_record(state.namespace, state.name)
