@@ -99,6 +99,34 @@ def test_judgement_evidence_has_times_relative_to_request_and_deadline() -> None
     assert "preStop extension" in judged.evidence
 
 
+@pytest.mark.parametrize(
+    ("container", "extended"),
+    [
+        # a 1 s preStop hook that ended in time: the kill at the deadline, no extension
+        (end(137, T + 3, "Error", pre_stop=True), False),
+        (end(137, T + 4, "Error", pre_stop=True), False),  # D + 1: rounding, not the extension
+        # the hook still ran at the deadline: the kill 2 s later
+        (end(137, T + 5, "Error", pre_stop=True), True),
+        # the hook's failure was reported (it was killed): the extension, whatever the time
+        (
+            ContainerEnd("app", True, 137, "Error", at(T + 3), pre_stop=True, pre_stop_failed=True),
+            True,
+        ),
+        # no hook, or no kill: nothing to extend
+        (end(137, T + 5, "Error"), False),
+        (end(0, T + 5, "Completed", pre_stop=True), False),
+        (end(143, T + 1, "Error", pre_stop=True), False),
+    ],
+)
+def test_the_evidence_names_the_prestop_extension_only_when_it_was_used(
+    container: ContainerEnd, extended: bool
+) -> None:
+    judged = judge_container(window(3), container)
+    assert judged is not None
+    assert ("preStop extension" in judged.evidence) is extended, judged.evidence
+    assert "deadline T+3s" in judged.evidence
+
+
 def test_late_kill_is_noted() -> None:
     judged = judge_container(window(3), end(137, T + 20, "Error"))
     assert judged is not None and "later than the usual window" in judged.evidence

@@ -75,8 +75,9 @@ MAX_OWNER = MAX_KIND + 1 + MAX_NAME  # kind/name, a printer column
 LAST = " (last)"  # an ended record's phase and readiness: the pod's last known ones
 MAX_LEDGER_ITEM = MAX_EVENT_ID + 1 + 11 + 1 + 40  # "<id> <count> <time>"
 MAX_GRACE = 10 * 366 * 24 * 3600
-# Entries a reader of the LAST EVENT column does not want: the ENDED column tells the removal.
-QUIET = frozenset({FactType.POD_DELETED})
+# Entries a reader of the LAST EVENT column does not want: the ENDED column tells the removal,
+# and the sandbox is a step of the start that Kubernetes often dates after the containers'.
+QUIET = frozenset({FactType.POD_DELETED, FactType.SANDBOX_READY})
 MAX_PRE_STOP = 64
 MAX_INT = 2**31 - 1
 _SOURCES = frozenset(str(source) for source in Source)
@@ -486,8 +487,13 @@ def _init_done(record: Record, inits: list[ContainerRecord]) -> int:
         1
         for c in inits
         if (c.kind == ContainerKind.INIT and c.state == "terminated" and c.last_exit_code == 0)
-        or (c.kind == ContainerKind.SIDECAR and (c.started is True or c.state == "running"))
+        or (c.kind == ContainerKind.SIDECAR and _started(c))
     )
+
+
+def _started(c: ContainerRecord) -> bool:
+    """Whether a sidecar started: the kubelet's started flag (its startup probe passed)."""
+    return c.started is True or (c.started is None and c.state == "running")
 
 
 def _summary(record: Record) -> dict[str, Any]:
