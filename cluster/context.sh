@@ -67,12 +67,13 @@ _ctx_flavour() {  # kubectl, kubeconfig (list), context name
   esac
 }
 
+# shellcheck disable=SC2088 # "~/.kube/config" is shown to the user as it is: no path to expand
 _ctx_source_words() {
   case $1 in home) echo "~/.kube/config" ;; local) echo "the project's local cluster" ;; *) echo "$1" ;; esac
 }
 
 choose_cluster() {
-  local ensure=0 changes= kubectl config source home_config=${HOME:-/root}/.kube/config
+  local ensure=0 changes='' kubectl config source home_config=${HOME:-/root}/.kube/config
   while (($#)); do
     case $1 in
       --ensure) ensure=1 ;;

@@ -3,12 +3,14 @@
 # machine that has no container registry to pull python:3.11-slim-bookworm from:
 # a debootstrap minbase rootfs of bookworm with python3 (3.11) and its security updates, no
 # ca-certificates (the operator trusts only its ServiceAccount's CA), docs/man/locales and apt
-# lists stripped, imported into the local engine with `docker import`.
+# lists stripped (image/rootfs.sh, shared with kind/node-image.sh), imported into the local
+# engine with `docker import`.
 # Skipped when the image is there; the rootfs tarball is cached in
 # $CACHE_DIR/images/ (keyed by suite and recipe), so a wiped data root re-imports without
 # downloading. FORCE=1 rebuilds both.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/rootfs.sh"
 
 [[ $(id -u) == 0 ]] || idie "debootstrap needs root"
 IMAGE_ENGINE=local select_engine
@@ -20,88 +22,24 @@ if [[ $FORCE != 1 ]] && "${DOCKER[@]}" image inspect "$LOCAL_BASE_IMAGE" >/dev/n
   exit 0
 fi
 
+# The rootfs tarball's name predates rootfs_key: suite and recipe only (python3 is part of the
+# recipe), so that the tarballs already cached are found.
 CACHED_TAR=$CACHE_DIR/images/python-base-$BASE_SUITE-$BASE_RECIPE.tar
 mkdir -p "$CACHE_DIR/images"
 
-debian_mirror() {
-  local uri
-  uri=$(awk '$1 == "URIs:" {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
-  [[ -n $uri ]] || uri=$(awk '$1 == "deb" && $2 !~ /security/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
-  printf '%s' "${uri:-http://deb.debian.org/debian}"
-}
-
-build_rootfs() {
-  command -v debootstrap >/dev/null 2>&1 ||
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends debootstrap >&2 ||
-    { apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends debootstrap >&2; }
-  local mirror work rootfs
-  mirror=$(debian_mirror)
-  work=$(mktemp -d "$CACHE_DIR/images/.base-XXXXXX")
-  rootfs=$work/rootfs
-  # shellcheck disable=SC2064
-  trap "umount -R '$rootfs/proc' 2>/dev/null; rm -rf '$work'" EXIT
-
-  ilog "debootstrap $BASE_SUITE (minbase + python3) from $mirror"
-  debootstrap --variant=minbase --include=python3 --components=main \
-    "$BASE_SUITE" "$rootfs" "$mirror" >"$work/debootstrap.log" 2>&1 ||
-    { tail -n 30 "$work/debootstrap.log" >&2; idie "debootstrap failed"; }
-
-  ilog "applying $BASE_SUITE-updates and $BASE_SUITE-security"
-  local security=${mirror%/debian}/debian-security
-  cat >"$rootfs/etc/apt/sources.list" <<EOF
-deb $mirror $BASE_SUITE main
-deb $mirror $BASE_SUITE-updates main
-deb $security $BASE_SUITE-security main
-EOF
-  cat >"$rootfs/etc/dpkg/dpkg.cfg.d/01-slim" <<'EOF'
-# Images carry no documentation: keep only the copyright files.
-path-exclude /usr/share/doc/*
-path-include /usr/share/doc/*/copyright
-path-exclude /usr/share/man/*
-path-exclude /usr/share/info/*
-path-exclude /usr/share/locale/*
-path-include /usr/share/locale/locale.alias
-path-exclude /usr/share/lintian/*
-EOF
-  printf 'APT::Install-Recommends "false";\nAPT::Install-Suggests "false";\n' \
-    >"$rootfs/etc/apt/apt.conf.d/01-slim"
-  cp /etc/resolv.conf "$rootfs/etc/resolv.conf"
-  mount -t proc proc "$rootfs/proc"
-  chroot "$rootfs" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
-    sh -c 'apt-get -q update && apt-get -qy upgrade && apt-get -qy clean' >>"$work/debootstrap.log" 2>&1 ||
-    { tail -n 30 "$work/debootstrap.log" >&2; idie "upgrading the rootfs failed"; }
-  umount "$rootfs/proc"
-
+# What the base must hold: Python 3.11 with venv, and no CA bundle.
+check_base_rootfs() {
+  local rootfs=$1 version
+  # shellcheck disable=SC2016 # a dpkg-query format, not a shell expansion
   if chroot "$rootfs" dpkg-query -W -f='${Status}' ca-certificates 2>/dev/null | grep -q 'ok installed'; then
     idie "ca-certificates got into the base rootfs"
   fi
-  local version
   version=$(chroot "$rootfs" python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
   [[ $version == 3.11 ]] || idie "the base has Python $version, not 3.11"
   chroot "$rootfs" python3 -c 'import venv' || idie "the base's Python has no venv module"
-
-  ilog "stripping docs, man pages, locales, apt lists, logs"
-  find "$rootfs/usr/share/doc" -mindepth 1 ! -type d ! -name copyright -delete
-  find "$rootfs/usr/share/doc" -mindepth 1 -type d -empty -delete
-  rm -rf "$rootfs"/usr/share/man/* "$rootfs"/usr/share/info/* "$rootfs"/usr/share/lintian \
-    "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/* "$rootfs"/var/cache/debconf/*-old \
-    "$rootfs"/var/lib/dpkg/*-old "$rootfs"/tmp/* "$rootfs"/var/tmp/* "$rootfs"/dev/* \
-    "$rootfs"/etc/machine-id "$rootfs"/etc/hostname
-  find "$rootfs/usr/share/locale" -mindepth 1 -maxdepth 1 ! -name locale.alias -exec rm -rf {} +
-  find "$rootfs/var/log" -type f -delete
-  : >"$rootfs/etc/resolv.conf"
-
-  tar --numeric-owner --sort=name -C "$rootfs" -cf "$CACHED_TAR.tmp" .
-  mv "$CACHED_TAR.tmp" "$CACHED_TAR"
-  rm -rf "$work"
-  trap - EXIT
 }
 
-if [[ $FORCE == 1 || ! -s $CACHED_TAR ]]; then
-  build_rootfs
-else
-  ilog "using the cached rootfs $CACHED_TAR"
-fi
+ensure_rootfs --slim-installs --check check_base_rootfs "$CACHED_TAR" "$BASE_SUITE" python3
 
 ilog "importing $LOCAL_BASE_IMAGE"
 "${DOCKER[@]}" import \

@@ -79,7 +79,8 @@ base=$(realpath --relative-to="$overlay" "$REPO_ROOT/manifests")
     echo "      containers:"
     echo "      - name: operator"
     echo "        env:"
-    for pair in $DEPLOY_ENV; do
+    read -r -d '' -a pairs <<<"$DEPLOY_ENV" || true # its NAME=VALUE words, not expanded as file patterns
+    for pair in "${pairs[@]}"; do
       [[ $pair == *=* ]] || idie "DEPLOY_ENV entries are NAME=VALUE (got '$pair')"
       echo "        - name: ${pair%%=*}"
       echo "          value: \"${pair#*=}\""

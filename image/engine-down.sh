@@ -90,7 +90,7 @@ done
 
 # What dockerd changed on the host.
 if [[ -f $ENGINE_STATE/host-state ]]; then
-  # shellcheck disable=SC1091
+  # shellcheck source=/dev/null # written by engine-up.sh at run time: nothing to follow
   source "$ENGINE_STATE/host-state"
   if [[ ${forward_policy:-} == ACCEPT ]]; then iptables -P FORWARD ACCEPT; fi
   if [[ -n ${ipv6_all_forwarding:-} ]]; then sysctl -qw "net.ipv6.conf.all.forwarding=$ipv6_all_forwarding" || true; fi

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034 # settings read by the scripts that source this file
 # Shared settings of the image tooling; sourced, never run. Every value can be overridden
 # from the environment.
 #
@@ -32,7 +33,8 @@ ENGINE_RUNTIME_NAME=podtrail-runc
 LOCAL_DOCKER_CLI=${LOCAL_DOCKER_CLI:-/usr/bin/docker}
 
 CACHE_DIR=${PODTRAIL_CACHE_DIR:-/var/cache/podtrail}
-# Bump when base.sh changes what goes into the base image: the cached rootfs is keyed by it.
+# Bump when base.sh or image/rootfs.sh changes what goes into the base image: the cached rootfs
+# is keyed by it.
 BASE_RECIPE=r1
 BASE_SUITE=bookworm
 
@@ -41,7 +43,7 @@ BASE_SUITE=bookworm
 CLUSTER_BRIDGE=${CLUSTER_BRIDGE:-}
 if [[ -z $CLUSTER_BRIDGE && -f $REPO_ROOT/cluster/lib/common.sh ]]; then
   CLUSTER_BRIDGE=$(
-    # shellcheck disable=SC1091
+    # shellcheck source=/dev/null # read for BRIDGE_NAME only, in this subshell: not followed
     source "$REPO_ROOT/cluster/lib/common.sh" >/dev/null 2>&1
     printf '%s' "${BRIDGE_NAME:-${CLUSTER_BRIDGE:-${POD_BRIDGE:-}}}"
   )

@@ -31,33 +31,50 @@ as_archive() {
   printf '%s\n' "$archive"
 }
 
-# The containerd of each node, as a command prefix (kind and the local cluster).
-node_ctr_commands() {
-  local node
+# The nodes whose containerd the images are loaded into, one a line (kind and the local cluster).
+cluster_nodes() {
   case $CLUSTER_FLAVOUR in
     kind)
-      KIND_CLUSTER=${KIND_CLUSTER:-${KUBE_CONTEXT#kind-}} bash "$REPO_ROOT/kind/kind.sh" get nodes \
-        --name "${KIND_CLUSTER:-${KUBE_CONTEXT#kind-}}" 2>/dev/null |
-        while read -r node; do printf '%s\n' "${DOCKER[*]} exec $node ctr -n k8s.io"; done ;;
+      local cluster=${KIND_CLUSTER:-${KUBE_CONTEXT#kind-}}
+      KIND_CLUSTER=$cluster bash "$REPO_ROOT/kind/kind.sh" get nodes --name "$cluster" 2>/dev/null ;;
     local)
-      printf '%s\n' "ctr -a $(source "$REPO_ROOT/cluster/lib/common.sh" >/dev/null 2>&1; printf '%s' "$CONTAINERD_SOCK") -n k8s.io" ;;
+      local_cluster_setting NODE_NAME ;;
   esac
 }
+
+# Runs ctr in the k8s.io namespace of a node's containerd: node_ctr NODE ARGUMENT...
+node_ctr() {
+  local node=$1 ctr_command
+  shift
+  case $CLUSTER_FLAVOUR in
+    kind) ctr_command=("${DOCKER[@]}" exec "$node" ctr) ;;
+    local) ctr_command=(ctr -a "$(local_cluster_setting CONTAINERD_SOCK)") ;;
+  esac
+  "${ctr_command[@]}" -n k8s.io "$@"
+}
+
+# A setting of the local cluster (cluster/lib/common.sh), read in a subshell:
+# local_cluster_setting NAME
+local_cluster_setting() (
+  # shellcheck source=../cluster/lib/common.sh
+  source "$REPO_ROOT/cluster/lib/common.sh" >/dev/null 2>&1
+  printf '%s\n' "${!1}"
+)
 
 # NAME@sha256:DIGEST of an image loaded on every node: the digest of its manifest in the nodes'
 # containerd, tagged there as NAME@DIGEST so that the kubelet finds the pinned reference without
 # pulling. Prints the plain name where the nodes' containerd cannot be reached.
 pinned_reference() {
-  local image=$1 name=${1%:*} cmd digest= found
+  local image=$1 name=${1%:*} node digest='' found
   [[ ${image##*/} == *:* ]] || name=$image
-  while read -r cmd; do
-    [[ -n $cmd ]] || continue
-    found=$($cmd images ls 2>/dev/null | awk -v ref="$image" '$1 == ref {print $3}')
-    [[ -n $found ]] || idie "$image is not on a node after loading ($cmd)"
+  while read -r node; do
+    [[ -n $node ]] || continue
+    found=$(node_ctr "$node" images ls 2>/dev/null | awk -v ref="$image" '$1 == ref {print $3}')
+    [[ -n $found ]] || idie "$image is not on node $node after loading"
     [[ -z $digest || $digest == "$found" ]] || idie "the nodes hold different manifests for $image"
     digest=$found
-    $cmd images tag --force "$image" "$name@$digest" >/dev/null
-  done < <(node_ctr_commands)
+    node_ctr "$node" images tag --force "$image" "$name@$digest" >/dev/null
+  done < <(cluster_nodes)
   if [[ -n $digest ]]; then printf '%s@%s\n' "$name" "$digest"; else printf '%s\n' "$image"; fi
 }
 

@@ -1,4 +1,4 @@
-# shellcheck shell=bash disable=SC2034
+# shellcheck shell=bash disable=SC2034 # settings read by the scripts that source this file
 # Shared settings of the kind tooling; sourced, never run. Every value can be overridden from
 # the environment.
 #
@@ -20,7 +20,6 @@ REPO_ROOT=$(cd "$KIND_TOOLING_DIR/.." && pwd)
 # shellcheck source=../image/lib.sh
 source "$REPO_ROOT/image/lib.sh"
 # The versions and caches of the local cluster (the same Kubernetes binaries).
-# shellcheck disable=SC2031
 K8S_VERSION=${K8S_VERSION:-v1.34.4}
 export K8S_VERSION
 # shellcheck source=../cluster/lib/common.sh
@@ -56,7 +55,8 @@ KIND_LOCK=${KIND_DIR%/}.lock
 
 # The node image of the offline mode and what goes into it.
 KIND_SUITE=bookworm
-# Bump when node-image.sh changes what the debootstrap rootfs holds (the cached tar is keyed by it).
+# Bump when node-image.sh or image/rootfs.sh changes what the debootstrap rootfs holds (the
+# cached tar is keyed by it and by the package list).
 KIND_ROOTFS_RECIPE=r1
 KIND_NODE_REPO=podtrail.local/kind-node
 # The cluster's own network in offline mode: IPv4 only (no IPv6 forwarding turned on on the

@@ -80,8 +80,10 @@ if "${DOCKER[@]}" image inspect "$IMAGE" >/dev/null 2>&1; then
 else
   klog "no operator image $IMAGE in the engine (make image builds it): not loaded"
 fi
-if tars=$(bash "$REPO_ROOT/cluster/images/build-images.sh" 2>/dev/null); then
-  for tar in $tars; do
+if listed=$(bash "$REPO_ROOT/cluster/images/build-images.sh" 2>/dev/null); then
+  mapfile -t tars <<<"$listed" # one path a line
+  for tar in "${tars[@]}"; do
+    [[ -n $tar ]] || continue
     [[ $(basename "$tar") == pause-* ]] && continue
     load_archive "$tar"
   done

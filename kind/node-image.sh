@@ -2,8 +2,9 @@
 # Assembles the kind node image for machines without a registry (`kind build node-image` needs
 # kindest/base, kindnetd and local-path images from one), in the project's own Docker engine:
 # 1. rootfs: debootstrap of Debian $KIND_SUITE with systemd, dbus, containerd, runc, the CNI
-#    plugins, iptables, nftables, conntrack, iproute2, ... (cached as a tar keyed by
-#    KIND_ROOTFS_RECIPE: downloaded once);
+#    plugins, iptables, nftables, conntrack, iproute2, ... (image/rootfs.sh, shared with
+#    image/base.sh; cached as a tar keyed by KIND_ROOTFS_RECIPE and the packages: downloaded
+#    once);
 # 2. kind's base-image files, read from the kind Go module in the module cache (entrypoint,
 #    helper scripts, systemd units, crictl and containerd config; the containerd config with
 #    restrict_oom_score_adj = true, as this machine's containers lack CAP_SYS_RESOURCE, and the
@@ -17,6 +18,8 @@
 # instead of rebuilding. Prints the image's name. FORCE=1 rebuilds.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=../image/rootfs.sh
+source "$REPO_ROOT/image/rootfs.sh"
 
 [[ $(id -u) == 0 ]] || kdie "assembling the node image needs root (debootstrap, chroot)"
 KIND_MODE=offline
@@ -30,56 +33,7 @@ PACKAGES=(
   iptables nftables conntrack iproute2 ethtool kmod socat
   util-linux mount procps libseccomp2 pigz jq bash
 )
-ROOTFS_KEY=$(printf '%s\n' "$KIND_SUITE" "$KIND_ROOTFS_RECIPE" "${PACKAGES[@]}" | sha256sum | cut -c1-12)
-ROOTFS_TAR=$KIND_CACHE/rootfs-$KIND_SUITE-$KIND_ROOTFS_RECIPE-$ROOTFS_KEY.tar
-
-debian_mirror() {
-  local uri
-  uri=$(awk '$1 == "URIs:" {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
-  [[ -n $uri ]] || uri=$(awk '$1 == "deb" && $2 !~ /security/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
-  printf '%s' "${uri:-http://deb.debian.org/debian}"
-}
-
-build_rootfs() {
-  command -v debootstrap >/dev/null 2>&1 ||
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends debootstrap >&2 ||
-    kdie "debootstrap is not installed and could not be"
-  local mirror work rootfs packages
-  mirror=$(debian_mirror)
-  work=$(mktemp -d "$KIND_CACHE/.rootfs-XXXXXX")
-  rootfs=$work/rootfs
-  # shellcheck disable=SC2064
-  trap "umount -R '$rootfs/proc' 2>/dev/null; rm -rf '$work'" EXIT
-  packages=$(IFS=,; echo "${PACKAGES[*]}")
-  klog "debootstrap $KIND_SUITE ($packages) from $mirror: a few minutes"
-  local started=$SECONDS
-  debootstrap --variant=minbase --include="$packages" --components=main \
-    "$KIND_SUITE" "$rootfs" "$mirror" >"$work/debootstrap.log" 2>&1 ||
-    { tail -n 30 "$work/debootstrap.log" >&2; kdie "debootstrap failed"; }
-
-  klog "applying $KIND_SUITE-updates and $KIND_SUITE-security"
-  cat >"$rootfs/etc/apt/sources.list" <<EOF
-deb $mirror $KIND_SUITE main
-deb $mirror $KIND_SUITE-updates main
-deb ${mirror%/debian}/debian-security $KIND_SUITE-security main
-EOF
-  cp /etc/resolv.conf "$rootfs/etc/resolv.conf"
-  mount -t proc proc "$rootfs/proc"
-  chroot "$rootfs" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
-    sh -c 'apt-get -q update && apt-get -qy upgrade && apt-get -qy clean' >>"$work/debootstrap.log" 2>&1 ||
-    { tail -n 30 "$work/debootstrap.log" >&2; kdie "upgrading the rootfs failed"; }
-  umount "$rootfs/proc"
-  rm -rf "${rootfs:?}"/var/lib/apt/lists/* "${rootfs:?}"/var/cache/apt/* "${rootfs:?}"/usr/share/doc/* \
-    "${rootfs:?}"/usr/share/man/* "${rootfs:?}"/usr/share/info/* "${rootfs:?}"/usr/share/locale/* \
-    "${rootfs:?}"/var/log/* "${rootfs:?}"/tmp/* "${rootfs:?}"/var/tmp/* "${rootfs:?}"/dev/* \
-    "${rootfs:?}"/etc/machine-id "${rootfs:?}"/etc/hostname
-  : >"$rootfs/etc/resolv.conf"
-  tar --numeric-owner --sort=name -C "$rootfs" -cf "$ROOTFS_TAR.tmp" .
-  mv "$ROOTFS_TAR.tmp" "$ROOTFS_TAR"
-  rm -rf "$work"
-  trap - EXIT
-  klog "rootfs built in $((SECONDS - started)) s: $ROOTFS_TAR ($(du -m "$ROOTFS_TAR" | cut -f1) MB)"
-}
+ROOTFS_TAR=$KIND_CACHE/rootfs-$KIND_SUITE-$KIND_ROOTFS_RECIPE-$(rootfs_key "$KIND_SUITE" "$KIND_ROOTFS_RECIPE" "${PACKAGES[@]}").tar
 
 # What the node image is made of: the key of its tag.
 mapfile -t COMPONENT_TARS < <(bash "$KIND_TOOLING_DIR/component-images.sh")
@@ -111,7 +65,7 @@ if [[ ${FORCE:-0} != 1 && -s $NODE_TAR ]]; then
 fi
 
 started=$SECONDS
-if [[ ${FORCE:-0} == 1 || ! -s $ROOTFS_TAR ]]; then build_rootfs; else klog "using the cached rootfs $ROOTFS_TAR"; fi
+ensure_rootfs --log klog --die kdie "$ROOTFS_TAR" "$KIND_SUITE" "${PACKAGES[@]}"
 
 work=$(mktemp -d "$KIND_CACHE/.node-XXXXXX")
 root=$work/rootfs

@@ -99,10 +99,10 @@ wait_nodes_renewed() {
 # Every kube-system pod Ready, and Ready since the given time (epoch seconds) when nodes were
 # restarted (until their kubelet reports again, the API shows the pods as they were).
 wait_system_pods() {
-  local since=$1 deadline=$((SECONDS + $2)) waiting name ready changed
+  local since=$1 deadline=$((SECONDS + $2)) waiting ready changed
   while true; do
     waiting=0
-    while read -r name ready changed; do
+    while read -r _ ready changed; do # the pod's name, then its Ready condition
       [[ $ready == True && -n $changed ]] && (($(date -d "$changed" +%s) >= since)) || waiting=1
     done < <(kctl -n kube-system get pods -o jsonpath='{range .items[*]}{.metadata.name} {.status.conditions[?(@.type=="Ready")].status} {.status.conditions[?(@.type=="Ready")].lastTransitionTime}{"\n"}{end}' 2>/dev/null ||
       echo "? ")

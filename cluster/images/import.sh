@@ -33,17 +33,19 @@ present=$(ctr_k8s images ls -q)
 for file in "$@"; do
   [[ -f "$file" ]] || die "no such image archive: $file"
   sum=$(sha256sum "$file" | cut -d' ' -f1)
-  tags=$(archive_tags "$file")
+  listed=$(archive_tags "$file")
+  tags=()
+  [[ -z $listed ]] || mapfile -t tags <<<"$listed"
   all_present=1
-  for t in $tags; do
+  for t in "${tags[@]}"; do
     # containerd names docker.io images in full; the short name must match that form too.
     grep -qxF -e "$t" -e "docker.io/$t" -e "docker.io/library/$t" <<<"$present" || all_present=0
   done
-  if [[ -e "$stamps/$sum" && -n "$tags" && $all_present == 1 ]]; then
-    log "image $(echo $tags) already imported"
+  if [[ -e "$stamps/$sum" && ${#tags[@]} -gt 0 && $all_present == 1 ]]; then
+    log "image ${tags[*]} already imported"
     continue
   fi
-  log "importing $file ${tags:+($(echo $tags))}"
+  log "importing $file${tags[*]:+ (${tags[*]})}"
   ctr_k8s images import "$file" >/dev/null
   touch "$stamps/$sum"
 done

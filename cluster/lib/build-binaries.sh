@@ -10,6 +10,15 @@ export HOME=${HOME:-/root}
 command -v go >/dev/null || export PATH="/usr/local/go/bin:$PATH"
 need_go() { command -v go >/dev/null || die "Go is needed to build the cluster binaries (not in PATH nor /usr/local/go)"; }
 
+# `go mod tidy` in a build folder: quietly, and once more showing its errors when that fails.
+# Never in another folder: a failed cd ends the subshell (and so the build) instead.
+go_mod_tidy() {
+  (
+    cd "$1" || exit
+    GOFLAGS=-mod=mod go mod tidy >/dev/null 2>&1 || GOFLAGS=-mod=mod go mod tidy
+  )
+}
+
 K8S_COMPONENTS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl kubeadm)
 
 build_kubernetes() {
@@ -42,7 +51,7 @@ build_kubernetes() {
     for c in "${K8S_COMPONENTS[@]}"; do echo "	_ \"k8s.io/kubernetes/cmd/$c\""; done
     echo ")"
   } >"$work/tools.go"
-  (cd "$work" && GOFLAGS=-mod=mod go mod tidy >/dev/null 2>&1 || GOFLAGS=-mod=mod go mod tidy)
+  go_mod_tidy "$work"
   for c in "${missing[@]}"; do
     local started=$SECONDS
     log "building $c $K8S_VERSION ..."
@@ -73,7 +82,7 @@ require (
 )
 MOD
   printf '//go:build tools\n\npackage tools\n\nimport _ "go.etcd.io/etcd/server/v3"\n' >"$work/tools.go"
-  (cd "$work" && GOFLAGS=-mod=mod go mod tidy >/dev/null 2>&1 || GOFLAGS=-mod=mod go mod tidy)
+  go_mod_tidy "$work"
   local started=$SECONDS
   log "building etcd $ETCD_VERSION ..."
   (cd "$work" && go build -trimpath -ldflags "-s -w" -o "$out/etcd.tmp" go.etcd.io/etcd/server/v3)

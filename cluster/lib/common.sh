@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034 # settings read by the scripts that source this file
 # Shared settings of the local cluster tooling; sourced, never run. Every path can be overridden.
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 K8S_VERSION=${K8S_VERSION:-v1.34.4}

@@ -1,3 +1,4 @@
+# shellcheck shell=bash # a library (sourced by teardown.sh): no shebang
 # What the cluster changes on the host outside its own folders, recorded before the first
 # change and put back by down.sh; sourced.
 

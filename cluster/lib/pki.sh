@@ -1,3 +1,4 @@
+# shellcheck shell=bash # a library (sourced by up.sh): no shebang
 # The cluster's PKI, made locally with openssl, and the kubeconfigs of its clients; sourced.
 # Everything is kept while the parameters it was made for (node name and IP, Service IP) stay
 # the same; down.sh removes it with the rest of the cluster.

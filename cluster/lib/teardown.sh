@@ -1,3 +1,4 @@
+# shellcheck shell=bash # a library (sourced by up.sh and down.sh): no shebang
 # Stops the local cluster and removes what it made; sourced by down.sh, and by up.sh to clear
 # what an earlier run left behind (a crash, processes killed when a machine or shell stopped)
 # before a fresh start.
@@ -60,12 +61,12 @@ remove_sandboxes() {
     pods=""
     sleep 0.2
   done
-  if [[ -n "$pods" ]]; then
-    log "stopping and removing $(wc -w <<<"$pods") pod sandboxes through the CRI"
-    # shellcheck disable=SC2086
-    crictl_cmd stopp $pods >/dev/null 2>&1 || true
-    # shellcheck disable=SC2086
-    crictl_cmd rmp -f $pods >/dev/null 2>&1 || true
+  local sandboxes=()
+  read -r -d '' -a sandboxes <<<"$pods" || true # the IDs, one a line
+  if ((${#sandboxes[@]})); then
+    log "stopping and removing ${#sandboxes[@]} pod sandboxes through the CRI"
+    crictl_cmd stopp "${sandboxes[@]}" >/dev/null 2>&1 || true
+    crictl_cmd rmp -f "${sandboxes[@]}" >/dev/null 2>&1 || true
   fi
   if [[ -n "$temp_pid" ]]; then stop_pid "$temp_pid" 10; fi
 }
@@ -97,8 +98,8 @@ kill_containers_and_shims() {
 
 # Unmounts everything below our folders, deepest first.
 unmount_below() {
-  local prefix m pass
-  for pass in 1 2 3; do
+  local prefix m
+  for _ in 1 2 3; do # up to three passes: what one pass left mounted is tried again
     local mounts=()
     for prefix in "$@"; do
       while read -r m; do mounts+=("$m"); done < <(awk -v p="$prefix" \
