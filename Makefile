@@ -24,7 +24,8 @@ $(BIN)/podtrail: pyproject.toml constraints.txt
 
 install: $(BIN)/podtrail ## create .venv with the operator and its development tools
 
-lint: install ## ruff, mypy (strict) and the import layering rules
+lint: install ## ruff, mypy (strict), the import layering rules, shellcheck on every script
+	git ls-files -z -- '*.sh' .ci/run kind/node/podtrail-cni | xargs -0 $(BIN)/shellcheck
 	$(BIN)/ruff check operator tests bench
 	$(BIN)/ruff format --check operator tests bench
 	$(BIN)/mypy
