@@ -444,7 +444,8 @@ except Failure as failure:
 PY
 
 if ((WHEELS_ONLY)); then
-  for platform in ${PLATFORMS//,/ }; do
+  IFS=, read -r -a platforms <<<"$PLATFORMS"
+  for platform in "${platforms[@]}"; do
     ilog "${platform}: ${WHEEL_DIR#"$REPO_ROOT"/}/${platform#linux/}/"
   done
   exit 0
