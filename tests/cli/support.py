@@ -1,8 +1,9 @@
 """Recorded records and golden output files for the plugin's tests.
 
-The records in records/ are real ones, saved from the local cluster with `kubectl get plr -o
-json`. A golden file holds the output a formatter gave for them when it was last reviewed: run
-with PODTRAIL_UPDATE_GOLDEN=1 to write them anew, then read the diff before committing it.
+The records in records/ are real ones, saved from the project's local clusters with `kubectl
+get plr -o json`. A golden file holds the output a formatter gave for them when it was last
+reviewed: run with PODTRAIL_UPDATE_GOLDEN=1 to write them anew, then read the diff before
+committing it.
 """
 
 from __future__ import annotations
@@ -18,29 +19,39 @@ HERE = Path(__file__).parent
 RECORDS = HERE / "records"
 GOLDEN = HERE / "golden"
 
-# The moment the ls goldens are rendered at: a few minutes after the recorded pods' lives.
-NOW = datetime(2026, 11, 28, 20, 10, 0, tzinfo=UTC)
+# Records of two formats: "earlier" as the operator wrote them before the format changed
+# (durations without units, entry keys and the Event ledger in the entries and seenEvents),
+# "current" as it writes them now (durations in seconds, bookkeeping in status.tracking,
+# podtrail's own labels, causal order among equal times). Saved from the project's local
+# clusters with `kubectl get plr -o json`.
+FORMATS = ("earlier", "current")
+
+# The moment each set's ls goldens are rendered at: minutes after the recorded pods' lives.
+NOW = {
+    "earlier": datetime(2026, 11, 28, 20, 10, 0, tzinfo=UTC),
+    "current": datetime(2026, 11, 28, 20, 45, 0, tzinfo=UTC),
+}
 
 Raw = dict[str, Any]
 
 
-def record(name: str) -> Raw:
-    """A recorded record (a List's items for rollout.json: use `records`)."""
-    data: Raw = json.loads((RECORDS / f"{name}.json").read_text())
+def record(name: str, fmt: str = "earlier") -> Raw:
+    """A recorded record (or List: see `records`)."""
+    data: Raw = json.loads((RECORDS / fmt / f"{name}.json").read_text())
     return data
 
 
-def records(name: str) -> list[Raw]:
+def records(name: str, fmt: str = "earlier") -> list[Raw]:
     """The items of a recorded List, or the one recorded record."""
-    data = record(name)
+    data = record(name, fmt)
     return list(data["items"]) if data.get("kind") == "List" else [data]
 
 
-def every_record() -> list[Raw]:
-    """All recorded records, as one namespace's listing would return them."""
+def every_record(fmt: str = "earlier") -> list[Raw]:
+    """All recorded records of one format, as one namespace's listing would return them."""
     found: list[Raw] = []
-    for path in sorted(RECORDS.glob("*.json")):
-        found.extend(records(path.stem))
+    for path in sorted((RECORDS / fmt).glob("*.json")):
+        found.extend(records(path.stem, fmt))
     return found
 
 
@@ -65,7 +76,7 @@ _DURATION_NAMES = {
 
 
 def new_format(original: Raw) -> Raw:
-    """The record as a newer operator may write it.
+    """The record as a newer operator may write it, with nothing but labels to tell the owner.
 
     Durations carry their unit (initSeconds); owner (the workload: a ReplicaSet's Deployment),
     node and outcome are only labels, no longer status fields; the timeline is kept newest

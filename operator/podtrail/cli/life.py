@@ -397,17 +397,23 @@ def earlier(record: Raw, base: datetime | None, style: Style) -> list[str]:
 
 def _earlier_story(item: Raw, base: datetime | None, style: Style) -> list[str]:
     """An earlier pod's last entries and termination evidence, when the record keeps them."""
+    entries = [
+        (_at(base, when), str(entry.get("type")), str(entry.get("summary") or ""))
+        for entry in item.get("lastEntries") or []
+        if isinstance(entry, dict) and (when := parse_time(entry.get("time"))) is not None
+    ]
     told = []
-    for entry in item.get("lastEntries") or []:
-        when = parse_time(entry.get("time")) if isinstance(entry, dict) else None
-        if when is not None:
-            told.append(f"    {_at(base, when)}   {entry.get('type')}   {entry.get('summary', '')}")
+    if entries:
+        at_width = max(len(at) for at, _, _ in entries)
+        type_width = max(len(kind) for _, kind, _ in entries)
+        for at, kind, text in entries:
+            painted = style.paint(kind, entry_role(kind)) + " " * (type_width - len(kind))
+            told.append(f"    {style.paint(at.ljust(at_width), 'dim')}   {painted}   {text}")
     ending = item.get("termination")
-    evidence = ending.get("evidence") if isinstance(ending, dict) else None
-    if isinstance(evidence, str) and evidence:
-        verdict = ending.get("verdict") if isinstance(ending, dict) else None
-        told.append(f"    {style.paint('evidence', 'dim')}   " + (f"{verdict}: " if verdict else "")
-                    + evidence)  # fmt: skip
+    if isinstance(ending, dict) and isinstance(ending.get("evidence"), str):
+        verdict = ending.get("verdict")
+        prefix = f"{verdict}: " if isinstance(verdict, str) and verdict else ""
+        told.append(f"    {style.paint('evidence', 'dim')}   {prefix}{ending['evidence']}")
     if not told:
         return []
     uid = str(item.get("uid") or "?")

@@ -195,7 +195,7 @@ def _pod_row(pod: Pod, base: datetime | None, show_owner: bool) -> list[Cell]:
         deleted = _at(base, parse_time(earlier.get("deleted")))
         return cells + [
             cell(earlier.get("nodeName")),
-            cell(None),
+            cell(earlier.get("phase")),
             cell(outcome, outcome_role(outcome)),
             cell(earlier.get("restarts")),
             *[cell(None)] * 4,
@@ -256,7 +256,9 @@ def describe(workload: Workload, records: Sequence[Raw], style: Style = PLAIN) -
 
 def _how_ended(pod: Pod) -> str:
     if pod.record is None:
-        return "removal seen"
+        ending = (pod.earlier or {}).get("termination")
+        requested = isinstance(ending, dict) and ending.get("requestedAt")
+        return "deletion requested" if requested else "removal seen"
     return "deletion requested" if "deletionrequested" in rec.times(pod.record) else "ended"
 
 
