@@ -1,11 +1,16 @@
 """`kubectl podtrail` on a real cluster: a Deployment rolled, one of its pods SIGKILLed after its
-grace period, then the plugin run as a user runs it (a subprocess, the installed entry point)."""
+grace period, then the plugin run as a user runs it (a subprocess, the installed entry point).
+
+The records must be written by this session's operator alone: another operator tracking the
+same namespaces (say one left running by an earlier session) rewrites them.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import io
+import json
 import os
 import re
 import subprocess
@@ -88,6 +93,7 @@ async def plugin(*args: str, env: dict[str, str] | None = None) -> tuple[int, st
 
 
 async def rollout_and_kill(h: Harness) -> Obj:
+    assert Path(PLUGIN).exists(), f"no {PLUGIN}: install the package (pip install -e .)"
     namespace = await h.namespace("plugin")
     await h.kube.apps.create_namespaced_deployment(namespace, _deployment("shop"))
     first = await _wait_records(h, namespace, live=2, ended=0)
@@ -220,8 +226,6 @@ def test_ls_by_outcome_across_namespaces(outcome: Any) -> None:
 
 @plays(rollout_and_kill)
 def test_output_json_is_the_record(outcome: Any) -> None:
-    import json
-
     code, out, _ = outcome["json"]
     record = json.loads(out)
     assert code == 0 and record["kind"] == "PodLifecycleRecord"
