@@ -774,7 +774,10 @@ def _count(values: Any) -> dict[str, int]:
 
 
 def _duplicates(record: dict[str, Any]) -> int:
-    keys = [e.get("key") for e in (record.get("status") or {}).get("timeline") or []]
+    status = record.get("status") or {}
+    keys = (status.get("tracking") or {}).get("timelineKeys")
+    if keys is None:  # a record written before the keys moved to tracking
+        keys = [e.get("key") for e in status.get("timeline") or []]
     return len(keys) - len(set(keys))
 
 

@@ -101,8 +101,12 @@ class RecordWatch:
             view = self.views[key] = RecordView()
         counts: dict[str, int] = {}
         added: list[Arrival] = []
-        for entry in status.get("timeline") or []:
-            fact_key = str(entry.get("key"))
+        timeline = status.get("timeline") or []
+        keys = (status.get("tracking") or {}).get("timelineKeys") or []
+        if len(keys) != len(timeline):  # a record written before the keys moved to tracking
+            keys = [entry.get("key") for entry in timeline]
+        for entry, entry_key in zip(timeline, keys, strict=True):
+            fact_key = str(entry_key)
             if fact_key in counts:
                 view.keys_duplicated += 1
             count = int(entry.get("count") or 1)

@@ -690,6 +690,7 @@ class RecordWriter:
         self._metrics.observe_status_change(
             {"outcome": state.stored_outcome, "durations": dict.fromkeys(state.stored_stages)},
             {**status, "durations": lifecycle_stages(status)},
+            state.namespace,
         )
         state.settle_metrics(status)
 
