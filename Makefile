@@ -25,14 +25,14 @@ $(BIN)/podtrail: pyproject.toml constraints.txt
 install: $(BIN)/podtrail ## create .venv with the operator and its development tools
 
 lint: install ## ruff, mypy (strict), the import layering rules, shellcheck on every script
-	git ls-files -z -- '*.sh' .ci/run kind/node/podtrail-cni | xargs -0 $(BIN)/shellcheck
+	git ls-files -z -- '*.sh' .ci/run kind/node/podtrail-cni plugins/krew/kubectl-podtrail | xargs -0 $(BIN)/shellcheck
 	$(BIN)/ruff check operator tests bench
 	$(BIN)/ruff format --check operator tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-unit: install ## the fast tests: pure core, shell with fakes, replays (no cluster)
-	$(BIN)/pytest -q tests/unit tests/shell $(wildcard tests/replay)
+unit: install ## the fast tests: pure core, shell with fakes, replays, the kubectl plugin (no cluster)
+	$(BIN)/pytest -q tests/unit tests/shell tests/cli $(wildcard tests/replay)
 
 test: lint ## everything: lint, unit tests, then every suite on the chosen cluster (the local one brought up when none answers)
 	$(BIN)/pytest -q --timeout=2400

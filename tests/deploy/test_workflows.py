@@ -606,11 +606,14 @@ sys.exit(({0 if exists else 1}) if sys.argv[1:3] == ["release", "view"] else 0)
     version = project_version()
     (work / "dist" / "install.yaml").write_text("kind: Namespace\n")
     (work / "dist" / f"podtrail-{version}.tgz").write_bytes(b"chart")
+    (work / "dist" / f"kubectl-podtrail-v{version}.tar.gz").write_bytes(b"plugin")
+    (work / "dist" / "podtrail-krew.yaml").write_text("kind: Plugin\n")
     result = run_step(step("release.yaml", "release", "publish"), work, release_env(), (bin_dir,))
     assert result.returncode == 0, result.stdout + result.stderr
     called = [json.loads(line) for line in calls.read_text().splitlines()]
     tag = "v" + version
     assets = {"dist/install.yaml", f"dist/podtrail-{version}.tgz", "dist/SHA256SUMS"}
+    assets |= {f"dist/kubectl-podtrail-{tag}.tar.gz", "dist/podtrail-krew.yaml"}
     if exists:
         (published,) = [c for c in called if c[:3] == ["release", "upload", tag]]
         assert "--clobber" in published
@@ -626,6 +629,7 @@ sys.exit(({0 if exists else 1}) if sys.argv[1:3] == ["release", "view"] else 0)
     assert f"/releases/download/{tag}/install.yaml" in notes
     sums = (work / "dist" / "SHA256SUMS").read_text()
     assert hashlib.sha256(b"chart").hexdigest() in sums
+    assert hashlib.sha256(b"plugin").hexdigest() in sums
 
 
 def test_workflow_make_targets_exist() -> None:
