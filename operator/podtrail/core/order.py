@@ -174,10 +174,20 @@ def rank(entry: Entry, places: Places) -> Rank:
 def causal_order(
     entries: Iterable[Entry], containers: Sequence[ContainerRecord]
 ) -> tuple[Entry, ...]:
-    """The entries sorted by time, then by rank; entries equal in both keep their order."""
+    """The entries sorted by time, then by rank; entries equal in both keep their order.
+
+    A rank depends only on an entry's type, container and (for a condition) summary: it is
+    worked out once per sort for each of those (a full timeline has few of them).
+    """
     places = Places(containers)
-    return tuple(sorted(entries, key=lambda e: _key(e, places)))
+    ranks: dict[tuple[str, str | None, str | None], Rank] = {}
 
+    def key(entry: Entry) -> tuple[datetime, Rank]:
+        summary = entry.summary if entry.type == FactType.CONDITION_CHANGED else None
+        signature = (entry.type, entry.container, summary)
+        found = ranks.get(signature)
+        if found is None:
+            found = ranks[signature] = rank(entry, places)
+        return entry.time, found
 
-def _key(entry: Entry, places: Places) -> tuple[datetime, Rank]:
-    return entry.time, rank(entry, places)
+    return tuple(sorted(entries, key=key))
