@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -18,6 +19,48 @@ from tests.e2e.support import (
 )
 
 SERVE = "mkdir -p /www && echo ok > /www/index.html && httpd -f -p 8080 -h /www"
+
+Entry = dict[str, Any]
+
+
+def _is(kind: str, summary: str = "") -> Callable[[Entry], bool]:
+    return lambda e: e.get("type") == kind and e.get("summary", "").startswith(summary)
+
+
+# Pairs that read in this order whenever they share a time (docs/facts.md, "Order within one
+# second"): most times have whole seconds, so a pod's start or end often falls in one.
+CAUSAL_PAIRS: list[tuple[Callable[[Entry], bool], Callable[[Entry], bool]]] = [
+    (_is("Created"), _is("Scheduled")),
+    (_is("Scheduled"), _is("SandboxReady")),
+    (_is("SandboxReady"), _is("ContainerStarted")),
+    (_is("SandboxReady"), _is("PhaseChanged")),
+    (_is("ContainerStarted"), _is("ContainerReady")),
+    (_is("ContainerStarted"), _is("ConditionChanged", "Condition Ready ")),
+    (_is("ContainerReady"), _is("ConditionChanged", "Condition ContainersReady ")),
+    (_is("ContainerStarted"), _is("PhaseChanged")),
+    (_is("ContainerTerminated"), _is("PhaseChanged")),
+    (_is("DeletionRequested"), _is("KillingStarted")),
+    (_is("KillingStarted"), _is("ExitedOnTerm")),
+    (_is("KillingStarted"), _is("KilledAfterGrace")),
+    (_is("ExitedOnTerm"), _is("PhaseChanged")),
+    (_is("KilledAfterGrace"), _is("PhaseChanged")),
+    (_is("PhaseChanged"), _is("PodDeleted")),
+]
+
+
+def assert_causal_order(record: dict[str, Any]) -> None:
+    """The timeline is in time order, and in lifecycle order among equal times."""
+    timeline = status_of(record).get("timeline") or []
+    times = [parse_time(e["time"]) for e in timeline]
+    assert times == sorted(times), "the timeline is in time order"
+    for i, first in enumerate(timeline):
+        for later in timeline[i + 1 :]:
+            if later["time"] != first["time"]:
+                break
+            for before, after in CAUSAL_PAIRS:
+                assert not (before(later) and after(first)), (
+                    f"{later['summary']!r} should come before {first['summary']!r}"
+                )
 
 
 async def _run(
@@ -156,8 +199,7 @@ def test_succeeded_pod(outcome: Any) -> None:
     assert entry(outcome, "ContainerWaiting", "app")["reason"] == "ContainerCreating"
     conditions = {(e["summary"], e["source"]) for e in entries(outcome, "ConditionChanged")}
     assert ("Condition Initialized is True", "status") in conditions
-    times = [parse_time(e["time"]) for e in status["timeline"]]
-    assert times == sorted(times), "the timeline is in time order"
+    assert_causal_order(outcome)
     created = parse_time(status["times"]["created"])
     assert created == parse_time(entry(outcome, "Created")["time"])
 
@@ -209,6 +251,7 @@ def test_init_containers_in_order_one_retried(outcome: Any) -> None:
         if e.get("container") in {"first", "flaky", "app"}
     }
     assert started["first"] <= started["flaky"] <= started["app"]
+    assert_causal_order(outcome)
     first_end = entry(outcome, "ContainerTerminated", "first")
     assert first_end["exitCode"] == 0
     flaky_ends = [e.get("exitCode") for e in entries(outcome, "ContainerTerminated", "flaky")]
@@ -229,6 +272,8 @@ def test_native_sidecar_started_and_ready(outcome: Any) -> None:
     assert parse_time(started["time"]) <= parse_time(ready["time"]) + slack
     kinds = {c["name"]: c["kind"] for c in outcome["status"]["containers"]}
     assert kinds == {"proxy": "sidecar", "app": "app"}
+    assert outcome["status"]["summary"]["init"] == "1/1", "a started sidecar is done"
+    assert_causal_order(outcome)
     # Its time is the kubelet's status sync, which may come after the first start (docs/facts.md).
     entry(outcome, "SandboxReady")
 

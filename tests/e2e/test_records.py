@@ -13,6 +13,7 @@ from tests.e2e.support import (
     VERSION,
     container,
     entries,
+    has_outcome,
     has_phase,
     pod,
     pod_running,
@@ -53,6 +54,50 @@ async def deployment_records(h: Harness) -> Any:
             break
         await asyncio.sleep(0.5)
     return await h.kube.records(namespace, "app=shop"), await h.kube.records(namespace)
+
+
+async def _list(h: Harness, namespace: str, **selectors: str) -> list[str]:
+    listing = await h.kube.custom.list_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, **selectors
+    )
+    return sorted(item["metadata"]["name"] for item in listing["items"])
+
+
+async def findable(h: Harness) -> Any:
+    """Records selected by outcome, node and pod name; a user's label on a record kept."""
+    namespace = await h.namespace("find")
+    await h.kube.create_pod(namespace, pod("done", container("app", "sleep 2"), restart="Never"))
+    await h.kube.create_pod(namespace, pod("broken", container("app", "exit 3"), restart="Never"))
+    await h.kube.wait_record(namespace, "done", has_phase("Running"))
+    # a user labels the record, one label with the key the operator uses for the outcome
+    mine = {"team": "payments", "podtrail.io/outcome": "mine"}
+    await h.kube.custom.patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        PLURAL,
+        "done",
+        {"metadata": {"labels": mine}},
+        _content_type="application/merge-patch+json",
+    )
+    broken = await h.kube.wait_record(
+        namespace,
+        "broken",
+        lambda r: (r["metadata"].get("labels") or {}).get("podtrail.io/outcome") == "Failed",
+        what="the outcome label",
+    )
+    done = await h.kube.wait_record(namespace, "done", has_outcome("Succeeded"))
+    await asyncio.sleep(3)  # past the coalescing window: whatever the operator writes is written
+    node = broken["status"]["nodeName"]
+    return {
+        "done": await h.kube.record(namespace, "done"),
+        "ended": done,
+        "by label": await _list(h, namespace, label_selector="podtrail.io/outcome=Failed"),
+        "by node label": await _list(h, namespace, label_selector=f"podtrail.io/node={node}"),
+        "by outcome": await _list(h, namespace, field_selector="status.outcome=Succeeded"),
+        "by node": await _list(h, namespace, field_selector=f"status.nodeName={node}"),
+        "by pod": await _list(h, namespace, field_selector="spec.podName=broken"),
+    }
 
 
 async def opted_out(h: Harness) -> Any:
@@ -173,6 +218,30 @@ def test_records_carry_labels_and_owner(outcome: Any) -> None:
         assert owner["kind"] == "ReplicaSet"
         assert owner["name"].startswith("shop-")
         assert not record["metadata"].get("ownerReferences"), "a record must outlive its pod"
+        labels = record["metadata"]["labels"]
+        assert labels["podtrail.io/owner-kind"] == "Deployment"
+        assert labels["podtrail.io/owner-name"] == "shop"
+        assert record["status"]["summary"]["owner"] == "Deployment/shop"
+    (loner,) = [r for r in everything if r["metadata"]["name"] == "loner"]
+    assert "podtrail.io/owner-kind" not in (loner["metadata"].get("labels") or {})
+
+
+@plays(findable)
+def test_records_are_found_by_outcome_node_and_pod(outcome: Any) -> None:
+    assert outcome["by label"] == ["broken"]
+    assert outcome["by node label"] == ["broken", "done"]
+    assert outcome["by outcome"] == ["done"]
+    assert outcome["by node"] == ["broken", "done"]
+    assert outcome["by pod"] == ["broken"]
+
+
+@plays(findable)
+def test_a_users_label_on_a_record_is_never_overwritten(outcome: Any) -> None:
+    labels = outcome["done"]["metadata"]["labels"]
+    assert labels["team"] == "payments"
+    assert labels["podtrail.io/outcome"] == "mine", "the user's value, not Succeeded"
+    assert labels["podtrail.io/node"] == outcome["done"]["status"]["nodeName"]
+    assert outcome["done"]["status"]["outcome"] == "Succeeded"
 
 
 @plays(opted_out)
@@ -210,3 +279,14 @@ def test_pod_recreated_under_the_same_name_keeps_history(outcome: Any) -> None:
     assert previous.get("deleted")
     assert second["status"]["owner"]["kind"] == "StatefulSet"
     assert entries(second, "Created")
+    # the earlier pod's life in short: its last notable entries and its termination
+    assert previous["phase"] and previous["timelineEntries"] >= len(previous["lastEntries"]) > 0
+    ending = {"DeletionRequested", "KillingStarted", "ExitedOnTerm", "PhaseChanged"}
+    assert ending & {m["type"] for m in previous["lastEntries"]}, previous["lastEntries"]
+    assert previous["termination"]["verdict"] == previous["outcome"] == "GracefulShutdown"
+    assert previous["termination"]["gracePeriodSeconds"] == 2
+    labels = second["metadata"]["labels"]
+    assert (labels["podtrail.io/owner-kind"], labels["podtrail.io/owner-name"]) == (
+        "StatefulSet",
+        "db",
+    )

@@ -20,6 +20,7 @@ from tests.e2e.support import (
     pod_running,
     status_of,
 )
+from tests.e2e.test_lifecycle import assert_causal_order
 
 TRAP_TERM = "trap 'echo bye; exit 0' TERM; while true; do sleep 0.2; done"
 IGNORE_TERM = "while true; do sleep 1; done"  # a PID-1 shell without a trap ignores TERM
@@ -46,13 +47,28 @@ async def exits_on_term(h: Harness) -> Any:
 
 
 async def ignores_term(h: Harness) -> Any:
-    return await _delete_running(h, "kill", pod("stubborn", container("app", IGNORE_TERM), grace=3))
+    record = await _delete_running(
+        h, "kill", pod("stubborn", container("app", IGNORE_TERM), grace=3)
+    )
+    # the outcome label follows the status write that settles the outcome
+    return await h.kube.wait_record(
+        record["metadata"]["namespace"],
+        "stubborn",
+        lambda r: "podtrail.io/outcome" in (r["metadata"].get("labels") or {}),
+        what="the outcome label",
+    )
 
 
 async def prestop_in_time(h: Harness) -> Any:
     hook = {"preStop": {"exec": {"command": ["sh", "-c", "sleep 1"]}}}
     body = pod("hooked", container("app", TRAP_TERM, lifecycle=hook), grace=20)
     return await _delete_running(h, "prestop", body)
+
+
+async def short_prestop_then_killed(h: Harness) -> Any:
+    hook = {"preStop": {"exec": {"command": ["sh", "-c", "sleep 1"]}}}
+    body = pod("shorthook", container("app", IGNORE_TERM, lifecycle=hook), grace=3)
+    return await _delete_running(h, "shorthook", body)
 
 
 async def prestop_outlasts_grace(h: Harness) -> Any:
@@ -180,6 +196,15 @@ def test_sigkill_at_the_grace_deadline(outcome: Any) -> None:
     late = (finished - deadline).total_seconds()
     assert -1.0 <= late <= 3.0, f"killed at about the deadline, got {late}"
     assert entries(record, "KillingStarted", "app")
+    assert_causal_order(record)
+    order = [e["type"] for e in record["status"]["timeline"]]
+    steps = ["DeletionRequested", "KillingStarted", "KilledAfterGrace", "PodDeleted"]
+    assert [order.index(step) for step in steps] == sorted(order.index(step) for step in steps)
+    summary = record["status"]["summary"]
+    assert summary["phase"].endswith(" (last)") and summary["ready"].endswith(" (last)")
+    labels = record["metadata"]["labels"]
+    assert labels["podtrail.io/outcome"] == "KilledAfterGrace"
+    assert labels["podtrail.io/node"] == record["status"]["nodeName"]
 
 
 @plays(prestop_in_time)
@@ -193,6 +218,18 @@ def test_prestop_then_term(outcome: Any) -> None:
     assert (parse_time(exited["time"]) - requested).total_seconds() >= 0.9
 
 
+@plays(short_prestop_then_killed)
+def test_a_short_prestop_hook_is_no_extension(outcome: Any) -> None:
+    """The hook runs 1 s of a 3 s grace: the kill comes at the deadline, nothing extended."""
+    record = outcome
+    assert record["status"]["outcome"] == "KilledAfterGrace"
+    assert not entries(record, "PreStopHookFailed")
+    killed = entry(record, "KilledAfterGrace", "app")
+    assert "preStop" not in killed["summary"]
+    assert "preStop" not in record["status"]["termination"]["evidence"]
+    assert "deadline T+3s" in record["status"]["termination"]["evidence"]
+
+
 @plays(prestop_outlasts_grace)
 def test_prestop_outlasting_the_grace_gets_two_more_seconds(outcome: Any) -> None:
     record = outcome
@@ -203,6 +240,7 @@ def test_prestop_outlasting_the_grace_gets_two_more_seconds(outcome: Any) -> Non
     late = (parse_time(killed["time"]) - deadline).total_seconds()
     # A busy node (kind, nested) kills a few seconds late; the lower bound is what matters.
     assert 1.0 <= late <= 10.0, f"the kubelet's one-time 2 s extension, got {late}"
+    assert "+ 2s preStop extension" in record["status"]["termination"]["evidence"]
 
 
 @plays(force_deleted)
@@ -211,6 +249,9 @@ def test_force_deletion(outcome: Any) -> None:
     assert record["status"]["outcome"] == "ForceDeleted"
     assert record["status"]["termination"]["gracePeriodSeconds"] == 0
     assert entries(record, "ForceDeleted")
+    # the pod was running and ready when it vanished: its last known values, said to be so
+    assert record["status"]["summary"]["phase"] == "Running (last)"
+    assert record["status"]["summary"]["ready"] == "1/1 (last)"
 
 
 @plays(out_of_endpoints)
