@@ -266,7 +266,8 @@ def entries(record: Obj, kind: str, container_name: str | None = None) -> list[O
 
 def duplicate_keys(record: Obj) -> list[str]:
     """Timeline keys that occur more than once (each fact must be recorded once)."""
-    keys = Counter(str(e.get("key")) for e in timeline(record))
+    tracking = (record.get("status") or {}).get("tracking") or {}
+    keys = Counter(str(k) for k in tracking.get("timelineKeys") or [])
     return sorted(key for key, count in keys.items() if count > 1)
 
 

@@ -464,13 +464,13 @@ def test_event_flood_record_within_bounds(outcome: dict[str, Any]) -> None:
             "record size (bytes)": record_bytes(flooded),
             "timeline entries": len(timeline(flooded)),
             "timeline entries dropped": status.get("timelineDropped"),
-            "seen Events kept": len(status.get("seenEvents") or []),
+            "seen Events kept": len((status.get("tracking") or {}).get("events") or []),
         },
     )
     assert outcome["healthz"] == 200
     assert record_bytes(flooded) < RECORD_BUDGET_BYTES
     assert len(timeline(flooded)) <= TIMELINE_ENTRIES
-    assert len(status.get("seenEvents") or []) <= SEEN_EVENTS
+    assert len((status.get("tracking") or {}).get("events") or []) <= SEEN_EVENTS
     assert (status.get("timelineDropped") or 0) > 0, "300 kinds of Warning cannot all fit"
     assert (status.get("probeFailures") or {}).get("readiness") == outcome["unhealthy"], (
         "each readiness failure counted exactly once"
