@@ -22,6 +22,11 @@ ALL_THREE = ("CPU s per 1,000 transitions", "start CPU, ms per pod", "RSS steady
 WITH_RAW = ("lag p50", "lag p95", "lag p99", "lag max")
 
 
+def median_of(cell: str) -> float:
+    """The median a cell shows first: "12", or "12 (10-14)" with the spread of the repeats."""
+    return float(cell.split()[0])
+
+
 def test_tiny_run_fills_the_table(kube_cluster: Any, tmp_path: Path) -> None:
     proc = subprocess.run(
         [
@@ -58,5 +63,8 @@ def test_tiny_run_fills_the_table(kube_cluster: Any, tmp_path: Path) -> None:
         if row[1].startswith(ALL_THREE):
             assert "-" not in (row[3], row[4]), row
         if row[1].startswith(WITH_RAW):
-            assert "-" not in (row[3], row[5]), row
+            assert row[3] != "-", row
+            # The ratio to the raw watch's lag: undefined when that lag is 0 ms (a fast cluster).
+            if median_of(row[3]) >= 1:
+                assert row[5] != "-", row
     assert list(tmp_path.glob("tiny-*-lag.png")), "no lag plot"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from collections.abc import Iterable
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
+from tests.support.cluster import find_kubectl
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "manifests"
@@ -22,17 +22,9 @@ Obj = dict[str, Any]
 
 
 def kubectl_path() -> str | None:
-    """A kubectl for rendering: the local cluster's (1.34) when built, else the one on PATH."""
-    candidates = [
-        Path(os.environ.get("PODTRAIL_CLUSTER_DIR", "/var/lib/podtrail/cluster"))
-        / "bin"
-        / "kubectl",
-        Path("/var/cache/podtrail/bin/kubernetes-v1.34.4/kubectl"),
-    ]
-    for candidate in candidates:
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return str(candidate)
-    return shutil.which("kubectl")
+    """A kubectl for rendering: the one cluster/context.sh uses (the local cluster's, built for
+    its version, when there is one; else the one on PATH)."""
+    return find_kubectl()
 
 
 def render(kubectl: str, path: Path) -> list[Obj]:

@@ -26,12 +26,13 @@ from typing import Any
 
 import pytest
 from tests.deploy.helpers import REPO, run_tool
+from tests.e2e.support import timeline_keys
+from tests.support.images import TESTBOX, TESTBOX_PULL_POLICY
 
 pytestmark = [pytest.mark.cluster, pytest.mark.kubelet, pytest.mark.e2e]
 
 NAMESPACE = "podtrail-system"
 SELECTOR = "app.kubernetes.io/name=podtrail,app.kubernetes.io/component=operator"
-TESTBOX = os.environ.get("PODTRAIL_TESTBOX_IMAGE", "podtrail.local/testbox:1")
 MEASUREMENTS = REPO / "build" / "deploy" / "measurements.json"
 
 
@@ -120,7 +121,7 @@ def sleeper(name: str) -> str:
                     {
                         "name": "app",
                         "image": TESTBOX,
-                        "imagePullPolicy": "IfNotPresent",
+                        "imagePullPolicy": TESTBOX_PULL_POLICY,
                         "command": ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"],
                     }
                 ],
@@ -233,9 +234,9 @@ def test_new_operator_pod_takes_over_without_duplicates(
         return record if record and (record.get("status") or {}).get("outcome") else None
 
     after = wait("the sleeper's outcome", finished, timeout=120)
-    keys = Counter(entry["key"] for entry in after["status"]["timeline"])
+    keys = Counter(timeline_keys(after))
     assert [key for key, count in keys.items() if count > 1] == []
-    earlier = {entry["key"] for entry in (before.get("status") or {}).get("timeline") or []}
+    earlier = set(timeline_keys(before))
     assert earlier <= set(keys), "nothing recorded before the takeover was lost"
 
 
@@ -252,11 +253,12 @@ def container_processes(container_id: str) -> list[int]:
     return pids
 
 
+@pytest.mark.local_node  # SIGKILLs the leader container's processes from the node's side
 def test_a_sigkilled_leader_fails_over_with_nothing_lost_or_doubled(
     cluster: Cluster, deployed: dict[str, Any]
 ) -> None:
-    if not cluster.kube_cluster.local or os.geteuid() != 0:
-        pytest.skip("kills the leader's processes from the node: the local cluster, as root")
+    if os.geteuid() != 0:
+        pytest.skip("kills the leader's processes from the node: root")
     namespace = deployed["namespace"]
     leader = cluster.operator_pod()
     holder = cluster.lease_holder()
@@ -284,7 +286,7 @@ def test_a_sigkilled_leader_fails_over_with_nothing_lost_or_doubled(
     assert record["status"]["outcome"] == "GracefulShutdown"
     for fact in ("Created", "Scheduled", "ContainerStarted", "DeletionRequested", "PodDeleted"):
         assert fact in types, f"{fact} missing from {types}"
-    keys = Counter(entry["key"] for entry in record["status"]["timeline"])
+    keys = Counter(timeline_keys(record))
     assert [key for key, count in keys.items() if count > 1] == []
 
 

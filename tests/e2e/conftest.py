@@ -7,7 +7,10 @@ started as a task (each in its own namespace) and each test awaits its own. Scen
 
 The operator is either started here from the working tree (default), or is the one deployed in
 the cluster (`PODTRAIL_E2E_OPERATOR=deployed`, after `make deploy`): the same scenarios prove both.
-Their namespaces are deleted at the end unless PODTRAIL_E2E_KEEP=1.
+Their namespaces are deleted at the end unless PODTRAIL_E2E_KEEP=1. The operator, the client and
+the scenarios last as long as this package's tests (package scope): the operator started here
+is stopped before the next suites of the session (tests/kind) start their own, which would
+otherwise stand by for the same Lease.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client, config
 from tests.e2e.support import Kube
+from tests.support.cluster import find_kubectl
 from tests.support.operator import OperatorProcess
 
 REPO = Path(__file__).resolve().parents[2]
@@ -78,8 +82,9 @@ class DeployedOperator:
         raise RuntimeError(f"the operator deployment did not reach {replicas} replicas")
 
     def tail(self, lines: int = 25) -> str:
+        kubectl = find_kubectl() or "kubectl"
         result = subprocess.run(
-            ["kubectl", "-n", self.namespace, "logs", f"deploy/{self.name}", f"--tail={lines}"],
+            [kubectl, "-n", self.namespace, "logs", f"deploy/{self.name}", f"--tail={lines}"],
             capture_output=True,
             text=True,
             check=False,
@@ -113,7 +118,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "scenario(fn, exclusive=False): the scenario a test awaits")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 async def kube(kube_cluster: Any) -> AsyncIterator[Kube]:
     configuration = client.Configuration()
     await config.load_kube_config(
@@ -124,39 +129,32 @@ async def kube(kube_cluster: Any) -> AsyncIterator[Kube]:
     await api.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 async def operator(
     kube_cluster: Any, kube: Kube
 ) -> AsyncIterator[OperatorProcess | DeployedOperator]:
     if os.environ.get("PODTRAIL_E2E_OPERATOR") == "deployed":
         yield DeployedOperator(kube)
         return
-    subprocess.run(
-        [str(kube_cluster.kubectl), "apply", "-k", str(REPO / "crds")],
-        check=True,
-        capture_output=True,
-    )
-    subprocess.run(
-        [
-            str(kube_cluster.kubectl),
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/podlifecyclerecords.podtrail.io",
-        ],
-        check=True,
-        capture_output=True,
+    kube_cluster.kubectl_run("apply", "-k", str(REPO / "crds"))
+    kube_cluster.kubectl_run(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/podlifecyclerecords.podtrail.io",
     )
     running = OperatorProcess(
         str(kube_cluster.kubeconfig), Path(tempfile.mkdtemp(prefix="podtrail-e2e-"))
     )
-    await running.start()
-    yield running
-    await running.stop()
-    print(f"\noperator log: {running.log_path}")
+    try:
+        await running.start()
+        yield running
+    finally:
+        await running.stop()
+        print(f"\noperator log: {running.log_path}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 async def scenarios(
     request: pytest.FixtureRequest, kube: Kube, operator: OperatorProcess | DeployedOperator
 ) -> AsyncIterator[dict[Scenario, asyncio.Task[Any]]]:

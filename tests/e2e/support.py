@@ -12,8 +12,9 @@ from typing import Any
 
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
+from tests.support.images import TESTBOX as TESTBOX  # the tests' image, one constant
+from tests.support.images import pull_policy
 
-TESTBOX = "podtrail.local/testbox:1"
 GROUP, VERSION, PLURAL = "podtrail.io", "v1alpha1", "podlifecyclerecords"
 
 Obj = dict[str, Any]
@@ -30,11 +31,11 @@ def container(
     image: str = TESTBOX,
     **extra: Any,
 ) -> Obj:
-    """A container running a shell script in the test image."""
+    """A container running a shell script in the test image (loaded: never pulled)."""
     return {
         "name": name,
         "image": image,
-        "imagePullPolicy": "IfNotPresent" if image != TESTBOX else "Never",
+        "imagePullPolicy": pull_policy(image),
         "command": ["sh", "-c", script],
         **extra,
     }
@@ -85,6 +86,16 @@ def entry(record: Obj, kind: str, container_name: str | None = None) -> Obj:
     found = entries(record, kind, container_name)
     assert found, f"no {kind} entry in {describe(record)}"
     return found[-1]
+
+
+def timeline_keys(record: Obj | None) -> list[str]:
+    """The keys of the record's timeline entries, in order: status.tracking.timelineKeys (at the
+    entries' indexes), or the entries' own "key" in records written before the keys moved."""
+    status = (record or {}).get("status") or {}
+    keys = (status.get("tracking") or {}).get("timelineKeys")
+    if keys is None:
+        keys = [entry.get("key") for entry in status.get("timeline") or []]
+    return [str(key) for key in keys]
 
 
 def describe(record: Obj | None) -> str:
@@ -146,7 +157,8 @@ class Kube:
         meta: Obj = {"name": name, "labels": {"podtrail.io/e2e": "true"}}
         if annotations:
             meta["annotations"] = dict(annotations)
-        await self.core.create_namespace({"metadata": meta})
+        body: Any = {"metadata": meta}  # a dict: the client takes one for a V1Namespace
+        await self.core.create_namespace(body)
         for _ in range(60):  # pods can be created once the default ServiceAccount exists
             try:
                 await self.core.read_namespaced_service_account("default", name)
@@ -156,8 +168,9 @@ class Kube:
         return name
 
     async def create_pod(self, namespace: str, body: Obj) -> Obj:
+        manifest: Any = body  # a dict: the client takes one for a V1Pod
         return await self._json(
-            self.core.create_namespaced_pod(namespace, body, _preload_content=False)
+            self.core.create_namespaced_pod(namespace, manifest, _preload_content=False)
         )
 
     async def read_pod(self, namespace: str, name: str) -> Obj | None:
@@ -171,8 +184,10 @@ class Kube:
             raise
 
     async def delete_pod(self, namespace: str, name: str, grace: int | None = None) -> None:
-        body = client.V1DeleteOptions(grace_period_seconds=grace) if grace is not None else None
-        await self.core.delete_namespaced_pod(name, namespace, body=body)
+        options: dict[str, Any] = {}
+        if grace is not None:
+            options["body"] = client.V1DeleteOptions(grace_period_seconds=grace)
+        await self.core.delete_namespaced_pod(name, namespace, **options)
 
     async def record(self, namespace: str, name: str) -> Obj | None:
         try:

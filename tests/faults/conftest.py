@@ -18,11 +18,14 @@ from typing import Any
 
 import pytest
 from tests.faults.support import FAULT_ENV, FIGURES, OUT_DIR, FaultHarness, figures_markdown
+from tests.support.cluster import LOCAL_NODE
 from tests.support.kube import Kube
 from tests.support.operator import REPO
 
 Scenario = Callable[[FaultHarness], Awaitable[Any]]
 HERE = Path(__file__).resolve().parent
+# Stops, freezes and restarts the local cluster's kube-apiserver process, compacts its etcd.
+LOCAL_NODE_MODULES = frozenset({"test_apiserver.py"})
 
 
 def plays(scenario: Scenario, *, exclusive: bool = False) -> pytest.MarkDecorator:
@@ -38,7 +41,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip the suite unless asked for; keep it after every other test of the session."""
+    """Skip the suite unless asked for; keep it after every other test of the session.
+
+    The modules in LOCAL_NODE_MODULES act on the local cluster's own processes: they are
+    local_node tests (the session skips them on any other cluster, before their scenarios
+    are started). The other scenarios run on any cluster.
+    """
     mine = [item for item in items if HERE in Path(str(item.path)).parents]
     if not mine:
         return
@@ -46,6 +54,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         skip = pytest.mark.skip(reason=f"stops the shared API server: set {FAULT_ENV}=1")
         for item in mine:
             item.add_marker(skip)
+    for item in mine:
+        if Path(str(item.path)).name in LOCAL_NODE_MODULES and not item.get_closest_marker(
+            LOCAL_NODE
+        ):
+            item.add_marker(LOCAL_NODE)
     items[:] = [item for item in items if item not in mine] + mine
 
 

@@ -1,7 +1,8 @@
 """Fixtures of the multi-node tests: a kind cluster, its node containers, and the operator.
 
-The tests run against the cluster ``KUBECONFIG`` names when it is a kind cluster (every node's
-``providerID`` is ``kind://...``) with at least two nodes; otherwise they are skipped:
+The tests run when the session's cluster (``kube_cluster``: KUBECONFIG, else ~/.kube/config, by
+cluster/context.sh) is a kind cluster (a ``kind-`` context whose nodes' ``providerID`` is
+``kind://...``) with a worker node; otherwise they are skipped:
 
     make kind && export KUBECONFIG=/var/lib/podtrail/kind/kubeconfig
     .venv/bin/pytest tests/kind
@@ -10,26 +11,29 @@ The operator is the one deployed in the cluster (``kubectl apply -k manifests/``
 ``image/deploy.sh``) when its Deployment is ready, else one started here from the working tree.
 ``docker stop``/``docker start`` reach the node containers through the project's Docker engine
 (``/run/podtrail-docker.sock``) when it runs, else through ``DOCKER_HOST`` or the default one.
+A test that opens the project's local cluster next to kind (the ``local_cluster`` fixture) is
+marked ``beside_local``: it runs only with PODTRAIL_BESIDE_LOCAL_TESTS=1.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 from tests.e2e.support import Kube
+from tests.support.cluster import BESIDE_LOCAL, find_kubectl
 
 REPO = Path(__file__).resolve().parents[2]
 PROJECT_DOCKER_SOCKET = Path(os.environ.get("PODTRAIL_DOCKER_SOCKET", "/run/podtrail-docker.sock"))
@@ -39,8 +43,17 @@ CONTROL_PLANE_LABEL = "node-role.kubernetes.io/control-plane"
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "kind: needs a kind cluster of two nodes or more (KUBECONFIG names it)"
+        "markers", "kind: needs a kind cluster of two nodes or more (the session's cluster)"
     )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test that opens the local cluster next to kind says so (beside_local)."""
+    for item in items:
+        if "local_cluster" in getattr(item, "fixturenames", ()) and not item.get_closest_marker(
+            BESIDE_LOCAL
+        ):
+            item.add_marker(BESIDE_LOCAL)
 
 
 def docker_command() -> list[str]:
@@ -52,12 +65,10 @@ def docker_command() -> list[str]:
 
 
 def kubectl_path() -> str:
-    built = sorted(Path("/var/cache/podtrail/bin").glob("kubernetes-v*/kubectl"))
-    found = shutil.which("kubectl")
-    if built:
-        return str(built[-1])
+    """The kubectl cluster/context.sh finds (the session's, when no session chose one)."""
+    found = find_kubectl()
     if found is None:
-        raise RuntimeError("no kubectl")
+        raise RuntimeError("no kubectl: put one on PATH")
     return found
 
 
@@ -70,6 +81,7 @@ class KindCluster:
     control_plane: str
     workers: list[str]
     docker: list[str]
+    kubectl_bin: str = field(default_factory=kubectl_path)
 
     @property
     def nodes(self) -> list[str]:
@@ -77,7 +89,7 @@ class KindCluster:
 
     def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [kubectl_path(), "--kubeconfig", self.kubeconfig, *args],
+            [self.kubectl_bin, "--kubeconfig", self.kubeconfig, *args],
             capture_output=True,
             text=True,
             check=check,
@@ -116,18 +128,15 @@ class KindCluster:
 
 
 @pytest.fixture(scope="session")
-async def kind() -> AsyncIterator[KindCluster]:
-    kubeconfig = (os.environ.get("KUBECONFIG") or "").split(os.pathsep)[0]
-    if not kubeconfig or not Path(kubeconfig).exists():
+async def kind(kube_cluster: Any) -> AsyncIterator[KindCluster]:
+    if kube_cluster.local:
         pytest.skip(
-            "KUBECONFIG names no kind cluster: make kind; "
-            "export KUBECONFIG=/var/lib/podtrail/kind/kubeconfig"
+            "needs a kind cluster; the session's is the project's local cluster: make kind, "
+            "then KUBECONFIG=/var/lib/podtrail/kind/kubeconfig (or ~/.kube/config naming it)"
         )
-    _, current = config.list_kube_config_contexts(config_file=kubeconfig)
     # A kind context: anything wrong with the cluster is a failure, not a reason to skip.
-    give_up = (
-        pytest.fail if str((current or {}).get("name", "")).startswith("kind-") else pytest.skip
-    )
+    give_up = pytest.fail if kube_cluster.flavour == "kind" else pytest.skip
+    kubeconfig = str(kube_cluster.kubeconfig)
     configuration = client.Configuration()
     await config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
     api = client.ApiClient(configuration)
@@ -135,14 +144,19 @@ async def kind() -> AsyncIterator[KindCluster]:
     try:
         nodes = (await kube.core.list_node()).items
         if not nodes or not all((n.spec.provider_id or "").startswith("kind://") for n in nodes):
-            give_up(f"{kubeconfig} is not a kind cluster's kubeconfig")
+            give_up(f"context {kube_cluster.context} is not a kind cluster (providerID kind://)")
         control = [n.metadata.name for n in nodes if CONTROL_PLANE_LABEL in n.metadata.labels]
         workers = sorted(
             n.metadata.name for n in nodes if CONTROL_PLANE_LABEL not in n.metadata.labels
         )
         if len(control) != 1 or not workers:
-            give_up("needs one control plane and at least one worker (make kind)")
-        yield KindCluster(kubeconfig, kube, control[0], workers, docker_command())
+            pytest.skip(
+                f"{kube_cluster.context} has {len(control)} control plane(s) and "
+                f"{len(workers)} worker(s): the node tests need 1 and at least 1 (make kind)"
+            )
+        yield KindCluster(
+            kubeconfig, kube, control[0], workers, docker_command(), kube_cluster.kubectl
+        )
     finally:
         await api.close()
 
@@ -206,6 +220,7 @@ class LocalOperator:
                 return
             await asyncio.sleep(0.2)
         self.process.kill()
+        self.process.wait(timeout=10)
 
     async def keep_off(self, node: str) -> None:
         """Nothing to move: this operator runs on the machine, not on a node."""
@@ -294,11 +309,11 @@ async def operator(kind: KindCluster) -> AsyncIterator[LocalOperator | DeployedO
     if os.environ.get("PODTRAIL_E2E_OPERATOR") == "deployed":
         pytest.fail("PODTRAIL_E2E_OPERATOR=deployed but no operator is deployed (make deploy)")
     local = LocalOperator(kind)
-    await local.start()
     try:
+        await local.start()
         yield local
     finally:
-        await local.stop()
+        await local.stop()  # also when it did not start: no process is left behind
         print(f"\noperator log: {local.log_path}")
 
 

@@ -75,7 +75,7 @@ class Kube:
     async def create_namespace(self, prefix: str, labels: dict[str, str] | None = None) -> str:
         """Create a uniquely named namespace and wait until pods can be created in it."""
         name = f"{prefix}-{secrets.token_hex(3)}"
-        body = {
+        body: Any = {  # a dict: the client takes one where its types say V1Namespace
             "metadata": {"name": name, "labels": {TEST_LABEL: "true", **(labels or {})}},
         }
         await self.core.create_namespace(body)
@@ -178,7 +178,8 @@ class Kube:
 
     async def delete_pod(self, namespace: str, name: str, grace: int | None = None) -> Any:
         """Delete a pod (with the given grace period, else its own); returns the API's answer."""
-        return await self.core.delete_namespaced_pod(name, namespace, grace_period_seconds=grace)
+        options: dict[str, Any] = {} if grace is None else {"grace_period_seconds": grace}
+        return await self.core.delete_namespaced_pod(name, namespace, **options)
 
     async def wait_pod_gone(self, namespace: str, name: str, timeout: float = 120) -> None:
         """Wait until the pod object no longer exists."""
@@ -207,7 +208,9 @@ class Kube:
 
     async def pod_log(self, namespace: str, name: str, container: str | None = None) -> str:
         """A container's log (the pod's only container when none is named)."""
-        return await self.core.read_namespaced_pod_log(name, namespace, container=container)
+        options: dict[str, Any] = {} if container is None else {"container": container}
+        result: str = await self.core.read_namespaced_pod_log(name, namespace, **options)
+        return result
 
     @staticmethod
     async def _gone(call: Awaitable[Any]) -> bool:
@@ -260,7 +263,7 @@ def restarted(name: str, times: int = 1) -> Callable[[client.V1Pod], bool]:
 
 
 def _event_time(event: client.CoreV1Event) -> datetime:
-    stamp = event.last_timestamp or event.event_time or event.first_timestamp
+    stamp: datetime | None = event.last_timestamp or event.event_time or event.first_timestamp
     if stamp is None:
         return datetime.min.replace(tzinfo=None)
     return stamp.replace(tzinfo=None)

@@ -112,9 +112,13 @@ class OperatorProcess:
             env=self.env,
         )
         log.close()
-        await self.wait_started(self.starts)
-        if self.until_leading:
-            await self.wait_leading()
+        try:
+            await self.wait_started(self.starts)
+            if self.until_leading:
+                await self.wait_leading()
+        except BaseException:
+            await self.stop()  # an operator that did not come up is not left running
+            raise
 
     async def wait_started(self, times: int, timeout: float = 60) -> None:
         """Wait until the log says "podtrail started" `times` times in all."""
