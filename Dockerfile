@@ -59,6 +59,7 @@ ARG BASE_IMAGE
 ARG VERSION=dev
 ARG REVISION=unknown
 ARG CREATED=unknown
+ENV PODTRAIL_REVISION=${REVISION}
 LABEL org.opencontainers.image.title="podtrail" \
       org.opencontainers.image.description="Kubernetes operator that keeps each pod's life as a PodLifecycleRecord timeline" \
       org.opencontainers.image.source="https://github.com/podtrail/podtrail" \

@@ -31,7 +31,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         if settings.leader_election
         else None
     )
-    registry = build_registry(settings, Metrics(), election)
+    metrics = Metrics(namespace_label=settings.metrics_namespace_label)
+    registry = build_registry(settings, metrics, election)
     kopf.run(
         registry=registry,
         standalone=True,

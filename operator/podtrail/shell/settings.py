@@ -103,6 +103,10 @@ class PodtrailSettings:
     lease_namespace: str = "default"
     """Where the Lease lives: $POD_NAMESPACE in a cluster, else `default`."""
 
+    metrics_namespace_label: bool = True
+    """Count pods' ends (outcomes, kills, OOM kills, preStop overruns) by namespace; off for
+    clusters with very many namespaces, where a series per namespace costs too much."""
+
 
 def _env_bool(value: str) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
@@ -195,6 +199,14 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         "(env PODTRAIL_LEADER_ELECTION; default on)",
     )
     parser.add_argument(
+        "--metrics-namespace-label",
+        action=argparse.BooleanOptionalAction,
+        default=_env_bool(env.get("PODTRAIL_METRICS_NAMESPACE_LABEL", "true")),
+        help="count pods' ends (outcomes, kills, OOM kills, preStop overruns) by namespace; off "
+        "for clusters with very many namespaces (env PODTRAIL_METRICS_NAMESPACE_LABEL; "
+        "default on)",
+    )
+    parser.add_argument(
         "--lease-name",
         default=env_or("LEASE_NAME", defaults.lease_name),
         help="the Lease's name (env PODTRAIL_LEASE_NAME; default %(default)s)",
@@ -249,6 +261,7 @@ def parse_settings(
         leader_election=bool(args.leader_election),
         lease_name=args.lease_name,
         lease_namespace=args.lease_namespace,
+        metrics_namespace_label=bool(args.metrics_namespace_label),
     )
     problems = invalid_settings(settings)
     if problems:
