@@ -15,6 +15,7 @@ from tests.e2e.support import (
     has_phase,
     pod,
     pod_running,
+    timeline_keys,
 )
 
 
@@ -55,7 +56,7 @@ def test_restart_backfills_without_duplicates(outcome: Any) -> None:
         "nothing new, nothing twice"
     )
     for record in (steady, finisher, doomed):
-        keys = Counter(e["key"] for e in record["status"]["timeline"])
+        keys = Counter(timeline_keys(record))
         assert [k for k, n in keys.items() if n > 1] == []
     terminated = entry(finisher, "ContainerTerminated", "app")
     assert terminated["exitCode"] == 0 and terminated["source"] == "status"
