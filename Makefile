@@ -32,7 +32,7 @@ lint: install ## ruff, mypy (strict), the import layering rules, shellcheck on e
 	$(BIN)/lint-imports
 
 unit: install ## the fast tests: pure core, shell with fakes, replays, the kubectl plugin (no cluster)
-	$(BIN)/pytest -q tests/unit tests/shell tests/cli $(wildcard tests/replay)
+	$(BIN)/pytest -q tests/unit tests/shell tests/cli tests/support $(wildcard tests/replay)
 
 test: lint ## everything: lint, unit tests, then every suite on the chosen cluster (the local one brought up when none answers)
 	$(BIN)/pytest -q --timeout=2400
@@ -83,7 +83,7 @@ test-kind: install ## on kind (made here, no local cluster): make deploy there, 
 	eval "$$(bash kind/up.sh | grep '^export KUBECONFIG=')"; \
 	  $(MAKE) deploy DEPLOY_ENV="PODTRAIL_COALESCE_SECONDS=0.5 PODTRAIL_SWEEP_SECONDS=2" && \
 	  PODTRAIL_E2E_OPERATOR=deployed $(BIN)/pytest -q --timeout=1200 tests/e2e; rc=$$?; \
-	  PODTRAIL_E2E_OPERATOR=deployed $(BIN)/pytest -q --timeout=1200 tests/kind || rc=1; \
+	  PODTRAIL_BESIDE_LOCAL_TESTS=1 PODTRAIL_E2E_OPERATOR=deployed $(BIN)/pytest -q --timeout=1200 tests/kind || rc=1; \
 	  bash kind/down.sh || rc=1; exit $$rc
 
 ci: ## what CI runs: the whole suite, the deployed operator's e2e, the Helm chart, Prometheus and the alert rules, the fault suite (local cluster), kind, the cluster's lifecycle

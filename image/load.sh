@@ -92,8 +92,9 @@ load() {
     k3d)
       command -v k3d >/dev/null || idie "no k3d on PATH to load images with"
       k3d image import --cluster "${KUBE_CONTEXT#k3d-}" "$@" >&2 ;;
-    docker-desktop)
-      ilog "docker-desktop runs the engine's images: nothing to load" ;;
+    docker-desktop)  # its nodes run the host engine's images: archives are loaded there
+      for what in "$@"; do if [[ -f $what ]]; then docker load --input "$what" >&2; fi; done
+      ilog "docker-desktop runs the engine's images" ;;
     *)
       idie "context $KUBE_CONTEXT pulls from a registry: push the image there (make deploy REGISTRY=host/path)" ;;
   esac

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from tests.conftest import KubeCluster
 from tests.deploy.test_chart import CHART, helm_binary
+from tests.support.images import TESTBOX
 
 pytestmark = [
     pytest.mark.cluster,
@@ -36,7 +37,6 @@ pytestmark = [
 ]
 
 IMAGE = os.environ.get("IMAGE", "podtrail.local/podtrail:dev")
-TESTBOX = os.environ.get("PODTRAIL_TESTBOX_IMAGE", "podtrail.local/testbox:1")
 RELEASE = "helm-test"
 FULLNAME = "helm-test-podtrail"
 CRD = "podlifecyclerecords.podtrail.io"

@@ -8,6 +8,7 @@ from typing import Any
 
 from tests.e2e.conftest import Harness, plays
 from tests.e2e.support import (
+    TESTBOX,
     container,
     entries,
     entry,
@@ -195,7 +196,7 @@ def test_succeeded_pod(outcome: Any) -> None:
     # (docs/facts.md); the long-running pods' tests require it.
     for kind in ("Created", "Scheduled", "ContainerStarted"):
         entry(outcome, kind)
-    assert "podtrail.local/testbox:1" in entry(outcome, "ImagePulled", "app")["summary"]
+    assert TESTBOX in entry(outcome, "ImagePulled", "app")["summary"]
     assert entry(outcome, "ContainerWaiting", "app")["reason"] == "ContainerCreating"
     conditions = {(e["summary"], e["source"]) for e in entries(outcome, "ConditionChanged")}
     assert ("Condition Initialized is True", "status") in conditions
