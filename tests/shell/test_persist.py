@@ -146,11 +146,13 @@ class FakeStore:
         return self._bump(record)
 
     async def patch_record_labels(
-        self, namespace: str, name: str, labels: Mapping[str, str]
+        self, namespace: str, name: str, changes: Mapping[str, str | None]
     ) -> dict[str, Any]:
         await self._enter("labels", namespace, name)
         record = self.records[(namespace, name)]
-        record["metadata"]["labels"] = dict(labels)
+        labels = dict(record["metadata"].get("labels") or {})
+        labels.update(changes)
+        record["metadata"]["labels"] = {k: v for k, v in labels.items() if v is not None}
         return self._bump(record)
 
     async def delete_record(self, namespace: str, name: str, uid: str) -> None:

@@ -98,6 +98,20 @@ async def test_a_users_labels_on_the_record_are_kept() -> None:
         assert labels["podtrail.io/outcome"] == "Deleted"
 
 
+async def test_a_users_label_the_writer_has_not_seen_yet_is_not_dropped() -> None:
+    async with running() as h:
+        see(h, unscheduled())
+        await h.settle()
+        record = h.store.records[(NS, NAME)]
+        # A user labels the record; its watch event has not reached the writer yet.
+        record["metadata"]["labels"] = dict(record["metadata"]["labels"]) | {"team": "payments"}
+        see(h, alive())  # the node is known: a label write follows
+        await h.settle()
+        labels = h.store.labels()
+        assert labels["team"] == "payments"
+        assert labels["podtrail.io/node"] == "worker-1"
+
+
 async def test_a_pod_label_change_alone_is_written() -> None:
     async with running() as h:
         see(h, alive())

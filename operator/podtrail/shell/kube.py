@@ -208,6 +208,10 @@ async def retrying(
         await sleep(delay)
 
 
+# Custom resources take no strategic merge patch, the client's choice for a dict body.
+_MERGE_PATCH: dict[str, Any] = {"_content_type": "application/merge-patch+json"}
+
+
 class Kube:
     """A thin async facade over the API calls the operator makes; every result is a plain dict.
 
@@ -365,14 +369,25 @@ class Kube:
             raise _translate(error) from error
 
     async def patch_record_labels(
-        self, namespace: str, name: str, labels: Mapping[str, str]
+        self, namespace: str, name: str, changes: Mapping[str, str | None]
     ) -> Raw:
-        """Make a record's labels exactly these (a JSON patch replaces the whole map)."""
-        patch = [{"op": "add", "path": "/metadata/labels", "value": dict(labels)}]
+        """Set these labels of a record and remove those given as None; others stay as they are.
+
+        A JSON merge patch of the keys that change only: a label someone else set meanwhile,
+        which the operator has not seen yet, is never dropped.
+        """
+        patch = {"metadata": {"labels": dict(changes)}}
         try:
             return await _json(
                 self._custom.patch_namespaced_custom_object(
-                    GROUP, VERSION, namespace, PLURAL, name, patch, **self._raw()
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    PLURAL,
+                    name,
+                    patch,
+                    **self._raw(),
+                    **_MERGE_PATCH,
                 ),
                 self._count("patch"),
             )

@@ -74,9 +74,9 @@ class RecordStore(Protocol):
         """Write the status; raises ConflictError or NotFoundError."""
 
     async def patch_record_labels(
-        self, namespace: str, name: str, labels: Mapping[str, str]
+        self, namespace: str, name: str, changes: Mapping[str, str | None]
     ) -> dict[str, Any]:
-        """Make the record's labels exactly these."""
+        """Set these labels and remove those given as None; the record's others stay."""
 
     async def post_record_event(
         self,
@@ -729,7 +729,13 @@ class RecordWriter:
         """
         if not state.labels_due:
             return
-        record = await self._store.patch_record_labels(state.namespace, state.name, labels)
+        # Only the keys that change: a label a user added since the operator last read the
+        # record is one it has not seen, and stays.
+        changes: dict[str, str | None] = {
+            key: value for key, value in labels.items() if state.stored_labels.get(key) != value
+        }
+        changes.update((key, None) for key in state.stored_labels if key not in labels)
+        record = await self._store.patch_record_labels(state.namespace, state.name, changes)
         self._metrics.writes.labels(kind="labels", result="ok").inc()
         meta = record.get("metadata") or {}
         state.resource_version = meta.get("resourceVersion")
