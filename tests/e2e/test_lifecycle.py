@@ -197,7 +197,10 @@ def test_succeeded_pod(outcome: Any) -> None:
     for kind in ("Created", "Scheduled", "ContainerStarted"):
         entry(outcome, kind)
     assert TESTBOX in entry(outcome, "ImagePulled", "app")["summary"]
-    assert entry(outcome, "ContainerWaiting", "app")["reason"] == "ContainerCreating"
+    # The waiting state is there when the kubelet wrote it: on a busy node its status manager
+    # may write only the latest state of a pod this short (the pull-failure test requires it).
+    waiting = entries(outcome, "ContainerWaiting", "app")
+    assert [e["reason"] for e in waiting] in ([], ["ContainerCreating"])
     conditions = {(e["summary"], e["source"]) for e in entries(outcome, "ConditionChanged")}
     assert ("Condition Initialized is True", "status") in conditions
     assert_causal_order(outcome)
