@@ -148,6 +148,13 @@ class Release:
         return [p for p in pods if not p["metadata"].get("deletionTimestamp")]
 
 
+def _held_by(release: Release, pods: set[str]) -> str | None:
+    """The pod of `pods` that holds the release's Lease, if one does."""
+    lease = release.get("lease", "-n", release.namespace, FULLNAME) or {}
+    holder = str((lease.get("spec") or {}).get("holderIdentity") or "").rsplit("_", 1)[0]
+    return holder if holder in pods else None
+
+
 def wait(what: str, probe: Callable[[], Any], timeout: float = 120) -> Any:
     deadline = time.monotonic() + timeout
     while True:
@@ -270,6 +277,7 @@ def test_upgrade_rolls_the_operator_and_the_record_goes_on(release: Release) -> 
     )
     assert [h["revision"] for h in history] == [1, 2]
     # The same record, still written to by the upgraded operator: the pod's end reaches it.
+    holder = wait("a new replica to hold the Lease", lambda: _held_by(release, new_pods), 120)
     release.kubectl("-n", release.watched, "delete", "pod", "sleeper", "--timeout=60s")
 
     def ended() -> Any:
@@ -278,7 +286,13 @@ def test_upgrade_rolls_the_operator_and_the_record_goes_on(release: Release) -> 
         types = {entry["type"] for entry in status.get("timeline") or []}
         return record if status.get("outcome") and "PodDeleted" in types else None
 
-    after = wait("the sleeper's outcome and deletion in its record", ended, timeout=120)
+    try:
+        after = wait("the sleeper's outcome and deletion in its record", ended, timeout=120)
+    except AssertionError as error:
+        logs = release.kubectl(
+            "-n", release.namespace, "logs", f"pod/{holder}", "--tail=40", check=False
+        )
+        raise AssertionError(f"{error}; Lease holder {holder}; its log:\n{logs}") from None
     assert after["metadata"]["uid"] == before["metadata"]["uid"]
     earlier = (before.get("status") or {}).get("timeline") or []
     assert len(after["status"]["timeline"]) > len(earlier)
