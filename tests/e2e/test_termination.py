@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from datetime import timedelta
 from typing import Any
 
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -166,6 +167,17 @@ def deletion(record: dict[str, Any]) -> tuple[Any, Any]:
     return parse_time(termination["requestedAt"]), parse_time(termination["deadline"])
 
 
+def late_after_countdown(record: dict[str, Any], container_name: str) -> float:
+    """Seconds from the kubelet's own deadline to the kill. The kubelet counts the grace period
+    from when it starts stopping the container (its Killing Event), not from the API's
+    deletion request: on a busy node it notices the deletion seconds late, so the API's
+    deadline cannot tell a punctual kill from a late one. Both times have 1 s precision."""
+    grace = record["status"]["termination"]["gracePeriodSeconds"]
+    started = parse_time(entry(record, "KillingStarted", container_name)["time"])
+    killed = parse_time(entry(record, "KilledAfterGrace", container_name)["time"])
+    return (killed - started).total_seconds() - grace
+
+
 @plays(exits_on_term)
 def test_exit_on_term_is_a_graceful_shutdown(outcome: Any) -> None:
     record = outcome
@@ -192,10 +204,9 @@ def test_sigkill_at_the_grace_deadline(outcome: Any) -> None:
     assert killed["exitCode"] == 137
     assert killed["signal"] == "KILL"
     assert killed["source"] == "inferred"
-    finished = parse_time(killed["time"])
-    late = (finished - deadline).total_seconds()
-    assert -1.0 <= late <= 3.0, f"killed at about the deadline, got {late}"
-    assert entries(record, "KillingStarted", "app")
+    assert parse_time(killed["time"]) >= deadline - timedelta(seconds=1), "never before it"
+    late = late_after_countdown(record, "app")
+    assert -1.0 <= late <= 1.0, f"killed when the kubelet's grace ran out, got {late:+}"
     assert_causal_order(record)
     order = [e["type"] for e in record["status"]["timeline"]]
     steps = ["DeletionRequested", "KillingStarted", "KilledAfterGrace", "PodDeleted"]
@@ -228,6 +239,8 @@ def test_a_short_prestop_hook_is_no_extension(outcome: Any) -> None:
     assert "preStop" not in killed["summary"]
     assert "preStop" not in record["status"]["termination"]["evidence"]
     assert "deadline T+3s" in record["status"]["termination"]["evidence"]
+    late = late_after_countdown(record, "app")
+    assert -1.0 <= late <= 1.0, f"killed when the grace ran out, hook time included: {late:+}"
 
 
 @plays(prestop_outlasts_grace)
@@ -237,9 +250,9 @@ def test_prestop_outlasting_the_grace_gets_two_more_seconds(outcome: Any) -> Non
     assert entries(record, "PreStopHookFailed", "app")
     _, deadline = deletion(record)
     killed = entry(record, "KilledAfterGrace", "app")
-    late = (parse_time(killed["time"]) - deadline).total_seconds()
-    # A busy node (kind, nested) kills a few seconds late; the lower bound is what matters.
-    assert 1.0 <= late <= 10.0, f"the kubelet's one-time 2 s extension, got {late}"
+    assert parse_time(killed["time"]) >= deadline + timedelta(seconds=1), "after the deadline"
+    extension = late_after_countdown(record, "app")
+    assert 1.0 <= extension <= 3.0, f"the kubelet's one-time 2 s extension, got {extension:+}"
     assert "+ 2s preStop extension" in record["status"]["termination"]["evidence"]
 
 
