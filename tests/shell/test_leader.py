@@ -494,18 +494,29 @@ def test_identity_is_the_pod_name_made_unique() -> None:
 # --- the handlers' wiring: the runtime runs only while leading ----------------------------------
 
 
-class FakeRuntimeParts:
+class FakeRuntimeParts(handlers.NamedTasks):
     """What stopping a runtime touches: its tasks, its writer, its API connection."""
 
     def __init__(self, journal: list[str]) -> None:
         self.journal = journal
-        self.tasks = [asyncio.create_task(asyncio.sleep(3600)) for _ in range(3)]
+        # The writer's task in the middle: the handlers find it by name, not by position.
+        self.tasks = {
+            name: asyncio.create_task(self._loop(name), name=name)
+            for name in ("pods-all", handlers.WRITER_TASK, "sweep")
+        }
         self.writer = FakeWriter(journal)
         self.kube = self
         self.settings = PodtrailSettings()
 
     async def close(self) -> None:
         self.journal.append("close")
+
+    async def _loop(self, name: str) -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.journal.append(f"{name} stopped")
+            raise
 
 
 class FakeWriter:
@@ -538,7 +549,9 @@ class JournalingLeases(FakeLeases):
 
 async def following(
     leases: FakeLeases, clock: FakeClock, journal: list[str], monkeypatch: pytest.MonkeyPatch
-) -> tuple[LeaderElector, Metrics, kopf.Memo, list[FakeRuntimeParts], list[asyncio.Task[None]]]:
+) -> tuple[
+    LeaderElector, Metrics, kopf.Memo, list[FakeRuntimeParts], dict[str, asyncio.Task[None]]
+]:
     started: list[FakeRuntimeParts] = []
 
     async def start_runtime(settings: PodtrailSettings, metrics: Metrics) -> handlers.Runtime:
@@ -547,10 +560,12 @@ async def following(
 
     monkeypatch.setattr(handlers, "_start_runtime", start_runtime)
     me, metrics, memo = elector(leases, clock), Metrics(), kopf.Memo()
-    tasks = [
-        asyncio.create_task(me.run()),
-        asyncio.create_task(handlers._run_while_leading(me, PodtrailSettings(), metrics, memo)),
-    ]
+    tasks = {
+        handlers.ELECTOR_TASK: asyncio.create_task(me.run()),
+        handlers.FOLLOWER_TASK: asyncio.create_task(
+            handlers._run_while_leading(me, PodtrailSettings(), metrics, memo)
+        ),
+    }
     return me, metrics, memo, started, tasks
 
 
@@ -570,15 +585,16 @@ async def test_runtime_starts_on_winning_and_is_dropped_unflushed_on_losing(
     leases.set_holder("usurper")
     await until(lambda: memo.runtime is None, clock)
     await clock.settle()
-    assert journal == ["close"]  # no flush: the new leader owns the records
-    assert all(task.cancelled() for task in parts.tasks)
+    # Every loop stopped, no flush: the new leader owns the records.
+    assert journal == ["pods-all stopped", "record-writer stopped", "sweep stopped", "close"]
+    assert all(task.cancelled() for task in parts.tasks.values())
     assert leader_gauge(metrics) == 0
     # Back to standby; leads again (a second runtime) once the Lease is free.
     leases.set_holder("")
     await until(lambda: len(started) == 2 and memo.runtime is not None, clock)
     assert leader_gauge(metrics) == 1
-    await stop(*tasks)
-    await stop(*started[1].tasks)
+    await stop(*tasks.values())
+    await stop(*started[1].tasks.values())
 
 
 async def test_shutdown_flushes_while_leading_then_releases(
@@ -588,11 +604,23 @@ async def test_shutdown_flushes_while_leading_then_releases(
     leases = JournalingLeases(journal)
     me, metrics, memo, started, tasks = await following(leases, clock, journal, monkeypatch)
     await until(lambda: getattr(memo, "runtime", None) is not None, clock)
-    election = handlers.Election(me, cast(Kube, FakeRuntimeParts(journal)), tasks)
+    # The follower listed first: the handlers find the elector by name, not by position.
+    named = dict(reversed(tasks.items()))
+    election = handlers.Election(me, cast(Kube, FakeRuntimeParts(journal)), named)
     await handlers._stop_election(election, memo, metrics)
-    # The runtime's writes (bounded), its connection, then the Lease and its connection.
-    assert journal == ["flush within 20 s", "writer closed", "close", "release", "close"]
+    # The runtime's loops, its writes (bounded), its writer's task and connection; then the
+    # Lease and its connection.
+    assert journal == [
+        "pods-all stopped",
+        "sweep stopped",
+        "flush within 20 s",
+        "writer closed",
+        "record-writer stopped",
+        "close",
+        "release",
+        "close",
+    ]
     assert leases.holder() == ""
     assert leader_gauge(metrics) == 0
-    assert all(task.done() for task in tasks)
-    await stop(*election.leases.tasks)  # type: ignore[attr-defined]
+    assert all(task.done() for task in tasks.values())
+    await stop(*election.leases.tasks.values())  # type: ignore[attr-defined]

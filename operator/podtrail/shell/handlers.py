@@ -12,17 +12,14 @@ the Lease runs the runtime: the streams, the writer and the sweep.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 from collections.abc import Coroutine
-from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import kopf
 from prometheus_client import start_http_server
 
-from podtrail import core
 from podtrail.shell import kube as kube_module
 from podtrail.shell.backoff import Backoff
 from podtrail.shell.health import StreamHealth
@@ -46,8 +43,33 @@ from podtrail.shell.sweep import sweep_forever
 log = get_logger(__name__)
 
 
+WRITER_TASK = "record-writer"
+"""The runtime's task that writes records: stopped last, after the shutdown flush."""
+ELECTOR_TASK = "leader-elector"
+"""The election's task that renews or competes for the Lease: stopped last."""
+FOLLOWER_TASK = "leader-follower"
+"""The election's task that starts and drops the runtime as the Lease is won and lost."""
+
+
+class NamedTasks:
+    """Loops running as tasks under unique names, so each is found by what it does."""
+
+    tasks: dict[str, asyncio.Task[None]]
+
+    def spawn(self, name: str, work: Coroutine[Any, Any, None]) -> None:
+        """Run one loop as a task under a name no other of these tasks has."""
+        if name in self.tasks:
+            work.close()
+            raise ValueError(f"a task named {name} is already running")
+        self.tasks[name] = asyncio.create_task(work, name=name)
+
+    def all_but(self, name: str) -> list[asyncio.Task[None]]:
+        """Every task but the one of that name (which is stopped after the others)."""
+        return [task for key, task in self.tasks.items() if key != name]
+
+
 @dataclasses.dataclass
-class Runtime:
+class Runtime(NamedTasks):
     """What the handlers share, built once at start-up."""
 
     settings: PodtrailSettings
@@ -58,25 +80,18 @@ class Runtime:
     metrics: Metrics
     intake: PodIntake
     health: StreamHealth = dataclasses.field(default_factory=StreamHealth)
-    tasks: list[asyncio.Task[None]] = dataclasses.field(default_factory=list)
-    """The writer first (it is flushed and stopped last), then the streams and the sweep."""
-
-    def spawn(self, name: str, work: Coroutine[Any, Any, None]) -> None:
-        """Run one of the runtime's loops as a named task."""
-        self.tasks.append(asyncio.create_task(work, name=name))
+    tasks: dict[str, asyncio.Task[None]] = dataclasses.field(default_factory=dict)
+    """The writer (WRITER_TASK), a stream of each kind per namespace, the sweep."""
 
 
 @dataclasses.dataclass
-class Election:
+class Election(NamedTasks):
     """The elector, its own API connection, and the tasks that follow the Lease."""
 
     elector: LeaderElector
     leases: Kube
-    tasks: list[asyncio.Task[None]] = dataclasses.field(default_factory=list)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
+    tasks: dict[str, asyncio.Task[None]] = dataclasses.field(default_factory=dict)
+    """ELECTOR_TASK and FOLLOWER_TASK."""
 
 
 def _watched_namespaces(settings: PodtrailSettings) -> list[str | None]:
@@ -91,7 +106,20 @@ def build_registry(
     With `election`, the runtime runs only while this replica holds the Lease; without, at once.
     """
     registry = kopf.OperatorRegistry()
-    options = settings  # the start-up handler's own `settings` argument is Kopf's
+    _register_lifecycle(registry, settings, metrics, election)
+    _register_login(registry, settings)
+    _register_namespaces(registry)
+    _register_probe(registry)
+    return registry
+
+
+def _register_lifecycle(
+    registry: kopf.OperatorRegistry,
+    options: PodtrailSettings,  # not `settings`: the start-up handler's own argument is Kopf's
+    metrics: Metrics,
+    election: ElectionConfig | None,
+) -> None:
+    """Start-up (the runtime, or standing by for the Lease) and clean-up (flush, release)."""
 
     @kopf.on.startup(registry=registry)
     async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
@@ -106,6 +134,18 @@ def build_registry(
             raise kopf.PermanentError(str(error)) from error
         metrics.leader.set(1)
 
+    @kopf.on.cleanup(registry=registry)
+    async def stop(memo: kopf.Memo, **_: Any) -> None:
+        running: Election | None = getattr(memo, "election", None)
+        if running is not None:
+            await _stop_election(running, memo, metrics)
+            return
+        runtime: Runtime | None = getattr(memo, "runtime", None)
+        if runtime is not None:
+            await _stop_runtime(runtime)
+
+
+def _register_login(registry: kopf.OperatorRegistry, options: PodtrailSettings) -> None:
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         # The API client's order (Kube.connect): an explicit --kubeconfig (main() exports it as
@@ -117,16 +157,8 @@ def build_registry(
         ) or kopf.login_with_kubeconfig(**kwargs)
         return info
 
-    @kopf.on.cleanup(registry=registry)
-    async def stop(memo: kopf.Memo, **_: Any) -> None:
-        running: Election | None = getattr(memo, "election", None)
-        if running is not None:
-            await _stop_election(running, memo, metrics)
-            return
-        runtime: Runtime | None = getattr(memo, "runtime", None)
-        if runtime is not None:
-            await _stop_runtime(runtime)
 
+def _register_namespaces(registry: kopf.OperatorRegistry) -> None:
     @kopf.on.event("", "v1", "namespaces", registry=registry)
     async def namespace_changed(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         runtime: Runtime | None = getattr(memo, "runtime", None)
@@ -134,29 +166,20 @@ def build_registry(
             return  # standing by: a runtime lists the namespaces afresh when it starts
         runtime.scope.learn_namespace(event["object"], deleted=event.get("type") == "DELETED")
 
-    if options.pod_stream == "kopf":
 
-        @kopf.on.event("", "v1", "pods", registry=registry)
-        async def pod_changed(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-            raw = cast(dict[str, Any], event["object"])
-            runtime: Runtime | None = getattr(memo, "runtime", None)
-            if runtime is None:
-                return  # standing by: the leader records this pod
-            await runtime.intake.pod(raw, deleted=event.get("type") == "DELETED")
-
+def _register_probe(registry: kopf.OperatorRegistry) -> None:
     @kopf.on.probe(id="pending", registry=registry)
     def pending(memo: kopf.Memo, **_: Any) -> int | str:
         running: Election | None = getattr(memo, "election", None)
         runtime: Runtime | None = getattr(memo, "runtime", None)
-        for task in (running.tasks if running else []) + (runtime.tasks if runtime else []):
-            if task.done():
-                raise kopf.PermanentError(f"{task.get_name()} stopped")
+        for holder in (running, runtime):
+            for name, task in holder.tasks.items() if holder is not None else ():
+                if task.done():
+                    raise kopf.PermanentError(f"{name} stopped")
         if runtime is not None:
             _check_streams(runtime)
             return runtime.writer.pending_count()
         return "starting" if running is not None and running.elector.is_leader else "standby"
-
-    return registry
 
 
 async def observe_record(runtime: Runtime, raw: dict[str, Any], *, deleted: bool) -> None:
@@ -248,10 +271,10 @@ async def _assemble(settings: PodtrailSettings, metrics: Metrics, kube: Kube) ->
 
 
 def _spawn_loops(runtime: Runtime, versions: dict[str | None, str]) -> None:
-    """The writer first (stopped last), then a stream of each kind per namespace, the sweep."""
+    """The writer, a stream of each kind per namespace, the sweep; each task named."""
     kube, writer, metrics, health = runtime.kube, runtime.writer, runtime.metrics, runtime.health
     hooks: dict[str, Any] = {"health": health, "on_item_error": metrics.count_item_error}
-    runtime.spawn("record-writer", writer.run())
+    runtime.spawn(WRITER_TASK, writer.run())
 
     async def take_pod(raw: dict[str, Any], deleted: bool) -> None:
         await runtime.intake.pod(raw, deleted=deleted)
@@ -264,13 +287,12 @@ def _spawn_loops(runtime: Runtime, versions: dict[str | None, str]) -> None:
             f"records-{namespace or 'all'}",
             follow_records(kube, namespace, version, take_record, metrics, **hooks),
         )
+    closing = runtime.intake.missing_after_listing
     for namespace in _watched_namespaces(runtime.settings):
         where = namespace or "all"
-        if runtime.settings.pod_stream == "own":
-            closing = runtime.intake.missing_after_listing
-            runtime.spawn(
-                f"pods-{where}", follow_pods(kube, namespace, take_pod, closing, metrics, **hooks)
-            )
+        runtime.spawn(
+            f"pods-{where}", follow_pods(kube, namespace, take_pod, closing, metrics, **hooks)
+        )
         runtime.spawn(
             f"pod-events-{where}",
             follow_pod_events(kube, namespace, writer, runtime.held, metrics, **hooks),
@@ -283,39 +305,27 @@ def _spawn_loops(runtime: Runtime, versions: dict[str | None, str]) -> None:
 
 
 async def _catch_up(runtime: Runtime) -> dict[str | None, str]:
-    """Load every record; close those whose pod vanished while the operator was away.
+    """Load every record; return each listing's version, from which the records' watch goes on.
 
-    With the operator's own pod stream, its first listing closes them instead. Returns the
-    listings' versions, from which the records' watches go on.
+    Records whose pod vanished while the operator was away are closed by the pod stream's first
+    listing (PodIntake.missing_after_listing).
     """
-    live: set[str] = set()
     versions: dict[str | None, str] = {}
     for namespace in _watched_namespaces(runtime.settings):
         async for page in runtime.kube.record_pages(namespace):
             for record in page.items:
                 runtime.writer.adopt(record)
             versions[namespace] = page.version or ""
-        if runtime.settings.pod_stream == "kopf":
-            live.update(uid for _, _, uid in await runtime.kube.list_pod_identities(namespace))
-    if runtime.settings.pod_stream != "kopf":
-        return versions
-    now = _now()
-    for state in runtime.writer.records():
-        uid = state.stored.pod_uid
-        if uid is not None and uid not in live and state.pod_gone_at is None:
-            runtime.writer.submit(core.PodGone(state.namespace, state.name, uid, now, False))
     return versions
 
 
 async def _stop_runtime(runtime: Runtime) -> None:
-    writer_task = runtime.tasks[0] if runtime.tasks else None
-    await _cancel(runtime.tasks[1:])
+    """Stop the streams and the sweep, flush what is pending (bounded), then the writer."""
+    await _cancel(runtime.all_but(WRITER_TASK))
     unwritten = await runtime.writer.flush_all(timeout=runtime.settings.flush_seconds)
     await runtime.writer.close()
-    if writer_task is not None:
-        writer_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await writer_task
+    writer_task = runtime.tasks.get(WRITER_TASK)
+    await _cancel([writer_task] if writer_task is not None else [])
     await runtime.kube.close()
     log.info("podtrail stopped", unwritten_records=len(unwritten))
 
@@ -323,7 +333,7 @@ async def _stop_runtime(runtime: Runtime) -> None:
 async def _abandon_runtime(runtime: Runtime) -> None:
     """Stop at once, writing nothing more: another replica leads now and writes the records."""
     pending = runtime.writer.pending_count()
-    await _cancel(runtime.tasks)
+    await _cancel(list(runtime.tasks.values()))
     await runtime.kube.close()
     log.warning(
         "lost the lease: runtime stopped, pending facts left to the leader", pending=pending
@@ -351,12 +361,8 @@ async def _start_election(
     elector = LeaderElector(leases, config)
     election = Election(elector, leases)
     metrics.leader.set(0)
-    election.tasks.append(asyncio.create_task(elector.run(), name="leader-elector"))
-    election.tasks.append(
-        asyncio.create_task(
-            _run_while_leading(elector, settings, metrics, memo), name="leader-follower"
-        )
-    )
+    election.spawn(ELECTOR_TASK, elector.run())
+    election.spawn(FOLLOWER_TASK, _run_while_leading(elector, settings, metrics, memo))
     log.info(
         "standing by for the lease",
         lease=f"{config.lease_namespace}/{config.lease_name}",
@@ -402,12 +408,13 @@ async def _start_runtime_until_it_works(
 
 async def _stop_election(election: Election, memo: kopf.Memo, metrics: Metrics) -> None:
     """Shutdown: flush while still holding the Lease, then release it for the standby."""
-    await _cancel(election.tasks[1:])  # the follower first: the runtime is no longer its to drop
+    # Everything but the elector first (the follower: the runtime is no longer its to drop).
+    await _cancel(election.all_but(ELECTOR_TASK))
     runtime: Runtime | None = getattr(memo, "runtime", None)
     memo.runtime = None
     if runtime is not None:
         await _stop_runtime(runtime)
-    await _cancel(election.tasks[:1])
+    await _cancel(list(election.tasks.values()))
     await election.elector.release()
     metrics.leader.set(0)
     await election.leases.close()

@@ -466,19 +466,6 @@ class Kube:
                 return None
             raise _translate(error) from error
 
-    async def list_pod_identities(self, namespace: str | None = None) -> set[tuple[str, str, str]]:
-        """(namespace, name, uid) of every pod that exists now, read as metadata only."""
-        if namespace is None:
-            call = _partial(self._core.list_pod_for_all_namespaces)
-        else:
-            call = _partial(self._core.list_namespaced_pod, namespace)
-        items = await _list_pages(call, metadata_only=True, policy=self._policy)
-        identities = set()
-        for item in items:
-            meta = item.get("metadata") or {}
-            identities.add((meta.get("namespace", ""), meta.get("name", ""), meta.get("uid", "")))
-        return identities
-
     async def get_namespace(self, name: str) -> Raw | None:
         """One namespace, or None."""
         try:

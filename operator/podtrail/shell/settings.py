@@ -6,8 +6,8 @@ import argparse
 import dataclasses
 import os
 import sys
-from collections.abc import Mapping, Sequence
-from typing import Literal
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
 
 from podtrail.core import Limits, MessagePolicy, record_size_bound
 from podtrail.core.limits import (
@@ -21,7 +21,6 @@ RECORD_SIZE_LIMIT = 1024 * 1024
 """Refused: limits whose worst-case record reaches this (etcd refuses requests above 1.5 MiB)."""
 
 LogFormat = Literal["json", "console"]
-PodStream = Literal["own", "kopf"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -65,11 +64,6 @@ class PodtrailSettings:
     write_concurrency: int = 8
     """Status writes in flight at once."""
 
-    pod_stream: PodStream = "own"
-    """How pods are watched: `own`, a watch started inside the operator that hands over every
-    change in order; `kopf`, a Kopf `on.event` handler (Kopf processes only the latest of the
-    changes that queue up for one pod, so brief states can be missed; kept for comparison)."""
-
     log_format: LogFormat = "console"
     """`json` for log pipelines, `console` for people."""
 
@@ -108,121 +102,162 @@ class PodtrailSettings:
     clusters with very many namespaces, where a series per namespace costs too much."""
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Option:
+    """One command-line option, read also from its PODTRAIL_* variable.
+
+    Its default is the variable's value if set (parsed like the flag's own value, so a bad
+    variable is refused clearly), else `fallback` (given the environment), else the built-in
+    PodtrailSettings default; `shown` says that default in the help.
+    """
+
+    flag: str
+    help: str
+    kind: Callable[[str], Any] | None = None
+    """Parses the value (int, float); by default it is kept as a string."""
+    choices: tuple[str, ...] | None = None
+    action: str | type[argparse.Action] | None = None
+    """`store_true` or argparse.BooleanOptionalAction: a switch, its variable read as a bool."""
+    fallback: Callable[[Mapping[str, str]], Any] | None = None
+    shown: str = "%(default)s"
+    dest: str | None = None
+    variable: str | None = ""
+    """The variable's name; "" for PODTRAIL_<FLAG>, None for no variable."""
+
+    @property
+    def attribute(self) -> str:
+        """The PodtrailSettings field the option sets."""
+        return self.dest or self.flag.replace("-", "_")
+
+    @property
+    def env_name(self) -> str | None:
+        """The PODTRAIL_* variable read for the default, if any."""
+        if self.variable == "":
+            return f"PODTRAIL_{self.attribute.upper()}"
+        return self.variable
+
+
+def _number(flag: str, kind: type[int] | type[float], text: str) -> Option:
+    return Option(flag, text, kind=kind)
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option(
+        "namespace",
+        "track pods of this namespace (repeatable; default all; env PODTRAIL_NAMESPACES, "
+        "comma-separated)",
+        action="append",
+        dest="namespaces",
+        variable=None,  # parse_settings splits PODTRAIL_NAMESPACES
+    ),
+    Option(
+        "opt-in",
+        'track only pods or namespaces annotated podtrail.io/track: "true"',
+        action="store_true",
+        shown="off",
+    ),
+    _number("retention-seconds", int, "keep records this long after the pod is gone"),
+    _number("max-records-per-namespace", int, "bound on records per namespace"),
+    _number("max-records", int, "bound on records in the cluster"),
+    _number("timeline-entries", int, "timeline entries kept per record"),
+    _number("message-length", int, "characters kept of each message"),
+    _number("previous-instances", int, "earlier pods of the same name summarised per record"),
+    _number("coalesce-seconds", float, "window gathering the status writes of one record"),
+    _number("sweep-seconds", float, "interval of the retention sweep"),
+    _number("write-concurrency", int, "status writes in flight at once"),
+    _number("request-timeout-seconds", float, "bound on every API request but watches"),
+    _number("stream-outage-seconds", float, "liveness fails once a stream is down this long"),
+    _number("flush-seconds", float, "bound on writing what is pending at shutdown"),
+    _number("health-port", int, "liveness endpoint port (0: off)"),
+    _number("metrics-port", int, "Prometheus metrics port (0: off)"),
+    Option(
+        "messages",
+        "first-line: keep the first line of every message; none: keep no message text, "
+        "not even in summaries",
+        choices=MESSAGE_POLICIES,
+    ),
+    Option(
+        "log-format",
+        "log rendering",
+        choices=("json", "console"),
+        fallback=lambda _: "console" if sys.stderr.isatty() else "json",
+        shown="console on a terminal, else json",
+    ),
+    Option("log-level", "lowest level logged", choices=("debug", "info", "warning", "error")),
+    Option(
+        "leader-election",
+        "work only while holding the Lease, so a second replica can stand by",
+        action=argparse.BooleanOptionalAction,
+        shown="on",
+    ),
+    Option(
+        "metrics-namespace-label",
+        "count pods' ends (outcomes, kills, OOM kills, preStop overruns) by namespace; off "
+        "for clusters with very many namespaces",
+        action=argparse.BooleanOptionalAction,
+        shown="on",
+    ),
+    Option("lease-name", "the Lease's name"),
+    Option(
+        "lease-namespace",
+        "the Lease's namespace",
+        fallback=lambda env: env.get("POD_NAMESPACE") or "default",
+        shown="$POD_NAMESPACE, else default",
+    ),
+    Option(
+        "kubeconfig",
+        "kubeconfig path (or a list, as KUBECONFIG takes); without it: in-cluster "
+        "credentials, then $KUBECONFIG, then ~/.kube/config",
+        variable=None,
+    ),
+)
+"""Every option, in the order --help lists them."""
+
+
 def _env_bool(value: str) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _default(option: Option, env: Mapping[str, str]) -> Any:
+    """The option's default: its variable, else its fallback, else the built-in one."""
+    value = env.get(option.env_name) if option.env_name else None
+    if value in (None, ""):
+        if option.fallback is not None:
+            return option.fallback(env)
+        value = getattr(PodtrailSettings(), option.attribute)
+        if option.action is None and value is not None:
+            return str(value)  # a string default goes through `type` like a flag's value
+        return value
+    if option.action is not None:
+        return _env_bool(value)
+    return value
+
+
+def _help(option: Option) -> str:
+    if option.env_name is None:
+        return option.help
+    return f"{option.help} (env {option.env_name}; default {option.shown})"
+
+
 def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
-    """Describe the command line; defaults come from the environment, then the built-in ones."""
-    defaults = PodtrailSettings()
-
-    def env_or(name: str, fallback: object) -> str | None:
-        value = env.get(f"PODTRAIL_{name}")
-        return value if value not in (None, "") else (None if fallback is None else str(fallback))
-
+    """Describe the command line from OPTIONS; defaults come from the environment, then ours."""
     parser = argparse.ArgumentParser(
         prog="podtrail",
         description="Keep every pod's life as a PodLifecycleRecord timeline.",
     )
-    parser.add_argument(
-        "--namespace",
-        dest="namespaces",
-        action="append",
-        default=None,
-        help="track pods of this namespace (repeatable; default all; env PODTRAIL_NAMESPACES, "
-        "comma-separated)",
-    )
-    parser.add_argument(
-        "--opt-in",
-        action="store_true",
-        default=_env_bool(env.get("PODTRAIL_OPT_IN", "false")),
-        help='track only pods or namespaces annotated podtrail.io/track: "true" '
-        "(env PODTRAIL_OPT_IN)",
-    )
-    numeric: Sequence[tuple[str, type[int] | type[float], str]] = (
-        ("retention-seconds", int, "keep records this long after the pod is gone"),
-        ("max-records-per-namespace", int, "bound on records per namespace"),
-        ("max-records", int, "bound on records in the cluster"),
-        ("timeline-entries", int, "timeline entries kept per record"),
-        ("message-length", int, "characters kept of each message"),
-        ("previous-instances", int, "earlier pods of the same name summarised per record"),
-        ("coalesce-seconds", float, "window gathering the status writes of one record"),
-        ("sweep-seconds", float, "interval of the retention sweep"),
-        ("write-concurrency", int, "status writes in flight at once"),
-        ("request-timeout-seconds", float, "bound on every API request but watches"),
-        ("stream-outage-seconds", float, "liveness fails once a stream is down this long"),
-        ("flush-seconds", float, "bound on writing what is pending at shutdown"),
-        ("health-port", int, "liveness endpoint port (0: off)"),
-        ("metrics-port", int, "Prometheus metrics port (0: off)"),
-    )
-    for flag, kind, text in numeric:
-        attribute = flag.replace("-", "_")
-        env_name = attribute.upper()
+    for option in OPTIONS:
+        extra: dict[str, Any] = {"type": option.kind} if option.kind is not None else {}
+        if option.choices is not None:
+            extra["choices"] = option.choices
+        if option.action is not None:
+            extra["action"] = option.action
         parser.add_argument(
-            f"--{flag}",
-            type=kind,
-            # A string default goes through `type` like a flag: a bad variable is refused clearly.
-            default=env_or(env_name, getattr(defaults, attribute)),
-            help=f"{text} (env PODTRAIL_{env_name}; default %(default)s)",
+            f"--{option.flag}",
+            dest=option.attribute,
+            default=None if option.action == "append" else _default(option, env),
+            help=_help(option),
+            **extra,
         )
-    parser.add_argument(
-        "--messages",
-        choices=MESSAGE_POLICIES,
-        default=env_or("MESSAGES", defaults.messages),
-        help="first-line: keep the first line of every message; none: keep no message text, "
-        "not even in summaries (env PODTRAIL_MESSAGES; default %(default)s)",
-    )
-    parser.add_argument(
-        "--log-format",
-        choices=("json", "console"),
-        default=env_or("LOG_FORMAT", "console" if sys.stderr.isatty() else "json"),
-        help="log rendering (env PODTRAIL_LOG_FORMAT; default: console on a terminal, else json)",
-    )
-    parser.add_argument(
-        "--pod-stream",
-        choices=("own", "kopf"),
-        default=env_or("POD_STREAM", defaults.pod_stream),
-        help="own: the operator's own pod watch, every change in order; kopf: a Kopf on.event "
-        "handler, for comparison (env PODTRAIL_POD_STREAM)",
-    )
-    parser.add_argument(
-        "--log-level",
-        choices=("debug", "info", "warning", "error"),
-        default=env_or("LOG_LEVEL", defaults.log_level),
-        help="lowest level logged (env PODTRAIL_LOG_LEVEL)",
-    )
-    parser.add_argument(
-        "--leader-election",
-        action=argparse.BooleanOptionalAction,
-        default=_env_bool(env.get("PODTRAIL_LEADER_ELECTION", "true")),
-        help="work only while holding the Lease, so a second replica can stand by "
-        "(env PODTRAIL_LEADER_ELECTION; default on)",
-    )
-    parser.add_argument(
-        "--metrics-namespace-label",
-        action=argparse.BooleanOptionalAction,
-        default=_env_bool(env.get("PODTRAIL_METRICS_NAMESPACE_LABEL", "true")),
-        help="count pods' ends (outcomes, kills, OOM kills, preStop overruns) by namespace; off "
-        "for clusters with very many namespaces (env PODTRAIL_METRICS_NAMESPACE_LABEL; "
-        "default on)",
-    )
-    parser.add_argument(
-        "--lease-name",
-        default=env_or("LEASE_NAME", defaults.lease_name),
-        help="the Lease's name (env PODTRAIL_LEASE_NAME; default %(default)s)",
-    )
-    parser.add_argument(
-        "--lease-namespace",
-        default=env_or("LEASE_NAMESPACE", env.get("POD_NAMESPACE") or "default"),
-        help="the Lease's namespace (env PODTRAIL_LEASE_NAMESPACE; default $POD_NAMESPACE, "
-        "else default)",
-    )
-    parser.add_argument(
-        "--kubeconfig",
-        default=None,
-        help="kubeconfig path (or a list, as KUBECONFIG takes); without it: in-cluster "
-        "credentials, then $KUBECONFIG, then ~/.kube/config",
-    )
     return parser
 
 
@@ -236,33 +271,9 @@ def parse_settings(
     namespaces: list[str] = list(args.namespaces or [])
     if not namespaces and environment.get("PODTRAIL_NAMESPACES"):
         namespaces = [n.strip() for n in environment["PODTRAIL_NAMESPACES"].split(",")]
-    settings = PodtrailSettings(
-        namespaces=tuple(n for n in namespaces if n),
-        opt_in=bool(args.opt_in),
-        retention_seconds=args.retention_seconds,
-        max_records_per_namespace=args.max_records_per_namespace,
-        max_records=args.max_records,
-        timeline_entries=args.timeline_entries,
-        message_length=args.message_length,
-        messages=args.messages,
-        previous_instances=args.previous_instances,
-        coalesce_seconds=args.coalesce_seconds,
-        sweep_seconds=args.sweep_seconds,
-        write_concurrency=args.write_concurrency,
-        pod_stream=args.pod_stream,
-        log_format=args.log_format,
-        log_level=args.log_level,
-        health_port=args.health_port,
-        metrics_port=args.metrics_port,
-        kubeconfig=args.kubeconfig,
-        request_timeout_seconds=args.request_timeout_seconds,
-        stream_outage_seconds=args.stream_outage_seconds,
-        flush_seconds=args.flush_seconds,
-        leader_election=bool(args.leader_election),
-        lease_name=args.lease_name,
-        lease_namespace=args.lease_namespace,
-        metrics_namespace_label=bool(args.metrics_namespace_label),
-    )
+    chosen = {option.attribute: getattr(args, option.attribute) for option in OPTIONS}
+    chosen["namespaces"] = tuple(n for n in namespaces if n)
+    settings = PodtrailSettings(**chosen)
     problems = invalid_settings(settings)
     if problems:
         parser.error("; ".join(problems))
