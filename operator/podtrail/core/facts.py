@@ -17,11 +17,6 @@ MAX_KEY_LENGTH = 240
 MAX_SUMMARY_LENGTH = 300
 MAX_EVENT_ID = 64
 
-# C0 controls other than tab and line ends (JSON writes each as a 6-byte escape) and lone
-# surrogates (not encodable as UTF-8): what a string from outside may not bring into a record.
-_UNSAFE_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
-_SURROGATE = re.compile(r"[\ud800-\udfff]")
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 # Printable ASCII that no JSON encoder escapes (Go's escapes <, > and &): what keys and ledger
 # ids may hold, so each of their characters is one byte in any encoding.
 _PLAIN_ID = re.compile(r"[ !#-%'-;=?-\[\]-~]*")
@@ -186,20 +181,6 @@ def clip(text: str | None, limit: int) -> str | None:
         return text
     keep = max(0, limit - len(TRUNCATION_MARKER))
     return text[:keep] + TRUNCATION_MARKER
-
-
-def clean_text(text: str) -> str:
-    """Text from outside made safe to keep.
-
-    Control characters become spaces and lone surrogates U+FFFD; tabs and line ends stay
-    (messages are cut at their first line later).
-    """
-    if _UNSAFE_TEXT.search(text) is None:
-        return text
-    if _SURROGATE.search(text) is not None:
-        # A valid pair held as two code points joins up; a lone one is replaced.
-        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    return _CONTROL.sub(" ", text)
 
 
 def one_line(text: str | None, limit: int) -> str | None:

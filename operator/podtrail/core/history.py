@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 
+from ._access import MAX_INT
 from .conclude import analyse_record
 from .deletion import any_running
 from .facts import Importance, importance
@@ -84,7 +85,7 @@ def summarise(record: Record, limits: Limits) -> Instance:
         node_name=record.node_name,
         restarts=record.restarts(),
         phase=record.phase,
-        entries=min(len(record.timeline) + record.timeline_dropped, 2**31 - 1),
+        entries=min(len(record.timeline) + record.timeline_dropped, MAX_INT),
         last=_moments(record),
         termination=end_summary(ended, analysis),
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from ._access import MAX_INT
 from .clock import shift
 
 
@@ -244,4 +245,4 @@ class Record:
 
     def restarts(self) -> int:
         """Restarts summed over all containers (as kubectl's RESTARTS column)."""
-        return min(sum(c.restart_count for c in self.containers), 2**31 - 1)
+        return min(sum(c.restart_count for c in self.containers), MAX_INT)

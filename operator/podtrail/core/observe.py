@@ -10,119 +10,33 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NewType, TypedDict
+from typing import Any
 
+from ._access import (
+    MAX_ADDRESS,
+    MAX_CONDITION_TYPE,
+    MAX_CONDITIONS,
+    MAX_CONTAINERS,
+    MAX_FLAG,
+    MAX_GRACE,
+    MAX_KIND,
+    MAX_LABEL,
+    MAX_PHASE,
+    MAX_REASON,
+    MAX_UID,
+    RUN_ID_LENGTH,
+    as_bool,
+    as_int,
+    as_list,
+    as_map,
+    as_str,
+    clean_text,
+)
 from .clock import later, parse_time
-from .facts import MAX_EVENT_ID, ContainerKind, clean_text, plain_id
+from .facts import MAX_EVENT_ID, ContainerKind, plain_id
 
-PodUID = NewType("PodUID", str)
-
-MAX_NAME = 253
-MAX_LABEL = 63  # container names are DNS labels, Service names label values: 63 at most
-MAX_REASON = 64  # Kubernetes' reasons are short CamelCase words (the longest about 30)
-MAX_CONDITION_TYPE = 128  # readiness gates may be qualified names
-MAX_PHASE = 16
-MAX_ADDRESS = 64
 MAX_TEXT = 4096
-MAX_CONTAINERS = 64
-MAX_CONDITIONS = 16  # a pod has 6 of its own; the rest are readiness gates
 MAX_COUNT = 1_000_000_000
-MAX_GRACE = 10 * 366 * 24 * 3600
-RUN_ID_LENGTH = 12
-
-
-# --- The raw shapes read (only the fields podtrail uses; all optional) --------------------
-
-
-class RawObjectMeta(TypedDict, total=False):
-    """metadata of a pod, Event or EndpointSlice."""
-
-    name: str
-    namespace: str
-    uid: str
-    creationTimestamp: str
-    deletionTimestamp: str
-    deletionGracePeriodSeconds: int
-    labels: dict[str, str]
-    annotations: dict[str, str]
-    ownerReferences: list[dict[str, Any]]
-
-
-class RawTerminated(TypedDict, total=False):
-    """containerStatuses[].state.terminated / lastState.terminated."""
-
-    exitCode: int
-    signal: int
-    reason: str
-    message: str
-    startedAt: str
-    finishedAt: str
-
-
-class RawContainerStatus(TypedDict, total=False):
-    """status.containerStatuses[] / initContainerStatuses[]."""
-
-    name: str
-    state: dict[str, Any]
-    lastState: dict[str, Any]
-    ready: bool
-    started: bool
-    restartCount: int
-    image: str
-
-
-class RawCondition(TypedDict, total=False):
-    """status.conditions[]."""
-
-    type: str
-    status: str
-    lastTransitionTime: str
-    reason: str
-    message: str
-
-
-class RawInvolvedObject(TypedDict, total=False):
-    """An Event's involvedObject."""
-
-    kind: str
-    namespace: str
-    name: str
-    uid: str
-    fieldPath: str
-
-
-class RawEventSeries(TypedDict, total=False):
-    """An Event's series (events.k8s.io style repeats)."""
-
-    count: int
-    lastObservedTime: str
-
-
-# --- Defensive accessors ---------------------------------------------------------------
-
-
-def _map(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _list(value: object, limit: int) -> list[Any]:
-    return list(value[:limit]) if isinstance(value, list) else []
-
-
-def _str(value: object, limit: int = MAX_NAME) -> str | None:
-    if not isinstance(value, str) or not value:
-        return None
-    return clean_text(value[:limit])
-
-
-def _int(value: object, low: int = -(2**31), high: int = 2**31 - 1) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        return None
-    return min(max(value, low), high)
-
-
-def _bool(value: object) -> bool | None:
-    return value if isinstance(value, bool) else None
 
 
 # --- Observations ----------------------------------------------------------------------
@@ -262,13 +176,13 @@ Observation = PodSeen | EventSeen | EndpointSeen | PodGone
 
 
 def _run_end(raw: object) -> RunEnd | None:
-    data = _map(raw)
+    data = as_map(raw)
     if not data:
         return None
     return RunEnd(
-        exit_code=_int(data.get("exitCode")),
-        reason=_str(data.get("reason"), MAX_REASON),
-        message=_str(data.get("message"), MAX_TEXT),
+        exit_code=as_int(data.get("exitCode")),
+        reason=as_str(data.get("reason"), MAX_REASON),
+        message=as_str(data.get("message"), MAX_TEXT),
         started_at=parse_time(data.get("startedAt")),
         finished_at=parse_time(data.get("finishedAt")),
         run_id=run_id_of(data.get("containerID")),
@@ -281,7 +195,7 @@ def run_id_of(container_id: object) -> str | None:
     Two runs of one container can start and end within the same second, which is all the
     precision Kubernetes keeps; the runtime's container ID tells them apart.
     """
-    text = _str(container_id, MAX_TEXT)
+    text = as_str(container_id, MAX_TEXT)
     if text is None:
         return None
     return text.rpartition("://")[2][:RUN_ID_LENGTH] or None
@@ -290,10 +204,10 @@ def run_id_of(container_id: object) -> str | None:
 def _container(
     spec: Mapping[str, Any], status: Mapping[str, Any], kind: ContainerKind
 ) -> ContainerSeen | None:
-    name = _str(spec.get("name"), MAX_LABEL) or _str(status.get("name"), MAX_LABEL)
+    name = as_str(spec.get("name"), MAX_LABEL) or as_str(status.get("name"), MAX_LABEL)
     if name is None:
         return None
-    state = _map(status.get("state"))
+    state = as_map(status.get("state"))
     state_name, reason, message, started_at = "unknown", None, None, None
     ended = None
     if "terminated" in state and isinstance(state.get("terminated"), Mapping):
@@ -306,23 +220,23 @@ def _container(
         started_at = parse_time(state["running"].get("startedAt"))
     elif isinstance(state.get("waiting"), Mapping):
         state_name = "waiting"
-        reason = _str(state["waiting"].get("reason"), MAX_REASON)
-        message = _str(state["waiting"].get("message"), MAX_TEXT)
-    lifecycle = _map(spec.get("lifecycle"))
+        reason = as_str(state["waiting"].get("reason"), MAX_REASON)
+        message = as_str(state["waiting"].get("message"), MAX_TEXT)
+    lifecycle = as_map(spec.get("lifecycle"))
     return ContainerSeen(
         name=name,
         kind=kind,
         state=state_name,
         reason=reason,
         message=message,
-        ready=_bool(status.get("ready")) is True,
-        started=_bool(status.get("started")),
-        restart_count=_int(status.get("restartCount"), 0, MAX_COUNT) or 0,
+        ready=as_bool(status.get("ready")) is True,
+        started=as_bool(status.get("started")),
+        restart_count=as_int(status.get("restartCount"), 0, MAX_COUNT) or 0,
         started_at=started_at,
         ended=ended,
-        last_ended=_run_end(_map(status.get("lastState")).get("terminated")),
-        pre_stop=bool(_map(lifecycle.get("preStop"))),
-        startup_probe=bool(_map(spec.get("startupProbe"))),
+        last_ended=_run_end(as_map(status.get("lastState")).get("terminated")),
+        pre_stop=bool(as_map(lifecycle.get("preStop"))),
+        startup_probe=bool(as_map(spec.get("startupProbe"))),
         has_status=bool(status),
         run_id=run_id_of(status.get("containerID")),
     )
@@ -336,19 +250,19 @@ def _containers(spec: Mapping[str, Any], status: Mapping[str, Any]) -> tuple[Con
         ("containers", "containerStatuses", ContainerKind.APP),
     ):
         statuses: dict[str, Mapping[str, Any]] = {}
-        for item in _list(status.get(status_key), MAX_CONTAINERS):
-            item_map = _map(item)
-            item_name = _str(item_map.get("name"), MAX_LABEL)
+        for item in as_list(status.get(status_key), MAX_CONTAINERS):
+            item_map = as_map(item)
+            item_name = as_str(item_map.get("name"), MAX_LABEL)
             if item_name is not None:
                 statuses.setdefault(item_name, item_map)
-        specs = [_map(item) for item in _list(spec.get(spec_key), MAX_CONTAINERS)]
-        spec_names = {_str(item.get("name"), MAX_LABEL) for item in specs}
+        specs = [as_map(item) for item in as_list(spec.get(spec_key), MAX_CONTAINERS)]
+        spec_names = {as_str(item.get("name"), MAX_LABEL) for item in specs}
         specs += [{"name": n} for n in statuses if n not in spec_names]
         for item in specs:
             kind = default_kind
             if default_kind is ContainerKind.INIT and item.get("restartPolicy") == "Always":
                 kind = ContainerKind.SIDECAR
-            name = _str(item.get("name"), MAX_LABEL) or ""
+            name = as_str(item.get("name"), MAX_LABEL) or ""
             seen = _container(item, statuses.get(name, {}), kind)
             if seen is not None and seen.name not in names and len(found) < MAX_CONTAINERS:
                 names.add(seen.name)
@@ -358,32 +272,32 @@ def _containers(spec: Mapping[str, Any], status: Mapping[str, Any]) -> tuple[Con
 
 def _conditions(status: Mapping[str, Any]) -> tuple[ConditionSeen, ...]:
     found: dict[str, ConditionSeen] = {}
-    for item in _list(status.get("conditions"), MAX_CONDITIONS):
-        data = _map(item)
-        ctype = _str(data.get("type"), MAX_CONDITION_TYPE)
-        cstatus = _str(data.get("status"), 16)
+    for item in as_list(status.get("conditions"), MAX_CONDITIONS):
+        data = as_map(item)
+        ctype = as_str(data.get("type"), MAX_CONDITION_TYPE)
+        cstatus = as_str(data.get("status"), MAX_FLAG)
         if ctype is None or cstatus is None or ctype in found:
             continue
         found[ctype] = ConditionSeen(
             type=ctype,
             status=cstatus,
             last_transition_time=parse_time(data.get("lastTransitionTime")),
-            reason=_str(data.get("reason"), MAX_REASON),
-            message=_str(data.get("message"), MAX_TEXT),
+            reason=as_str(data.get("reason"), MAX_REASON),
+            message=as_str(data.get("message"), MAX_TEXT),
         )
     return tuple(found.values())
 
 
 def _owner(meta: Mapping[str, Any]) -> OwnerSeen | None:
-    refs = [_map(ref) for ref in _list(meta.get("ownerReferences"), 16)]
+    refs = [as_map(ref) for ref in as_list(meta.get("ownerReferences"), 16)]
     chosen = next((ref for ref in refs if ref.get("controller") is True), None)
     if chosen is None:
         return None
-    kind, name = _str(chosen.get("kind"), 63), _str(chosen.get("name"))
+    kind, name = as_str(chosen.get("kind"), MAX_KIND), as_str(chosen.get("name"))
     if kind is None or name is None:
         return None
     deployment = None
-    template_hash = _str(_map(meta.get("labels")).get("pod-template-hash"), 63)
+    template_hash = as_str(as_map(meta.get("labels")).get("pod-template-hash"), MAX_LABEL)
     if kind == "ReplicaSet" and template_hash and name.endswith("-" + template_hash):
         deployment = name[: -len(template_hash) - 1] or None
     return OwnerSeen(kind=kind, name=name, deployment=deployment)
@@ -398,18 +312,22 @@ def observe_pod(raw_pod: Mapping[str, Any]) -> PodSeen:
     Returns:
         The observation; fields that are missing or malformed are None or empty.
     """
-    pod = _map(raw_pod)
-    meta, spec, status = _map(pod.get("metadata")), _map(pod.get("spec")), _map(pod.get("status"))
-    grace = _int(meta.get("deletionGracePeriodSeconds"), 0, MAX_GRACE)
+    pod = as_map(raw_pod)
+    meta, spec, status = (
+        as_map(pod.get("metadata")),
+        as_map(pod.get("spec")),
+        as_map(pod.get("status")),
+    )
+    grace = as_int(meta.get("deletionGracePeriodSeconds"), 0, MAX_GRACE)
     return PodSeen(
-        namespace=_str(meta.get("namespace")) or "",
-        pod_name=_str(meta.get("name")) or "",
-        pod_uid=_str(meta.get("uid"), 128),
+        namespace=as_str(meta.get("namespace")) or "",
+        pod_name=as_str(meta.get("name")) or "",
+        pod_uid=as_str(meta.get("uid"), MAX_UID),
         created=parse_time(meta.get("creationTimestamp")),
-        node_name=_str(spec.get("nodeName")),
-        phase=_str(status.get("phase"), MAX_PHASE),
-        reason=_str(status.get("reason"), MAX_REASON),
-        message=_str(status.get("message"), MAX_TEXT),
+        node_name=as_str(spec.get("nodeName")),
+        phase=as_str(status.get("phase"), MAX_PHASE),
+        reason=as_str(status.get("reason"), MAX_REASON),
+        message=as_str(status.get("message"), MAX_TEXT),
         owner=_owner(meta),
         conditions=_conditions(status),
         containers=_containers(spec, status),
@@ -433,16 +351,16 @@ def observe_event(raw_event: Mapping[str, Any]) -> EventSeen | None:
         The observation, or None when the Event is not about a pod or lacks a name, a reason
         or any timestamp.
     """
-    event = _map(raw_event)
-    involved = _map(event.get("involvedObject"))
+    event = as_map(raw_event)
+    involved = as_map(event.get("involvedObject"))
     if involved.get("kind") != "Pod":
         return None
-    meta = _map(event.get("metadata"))
-    pod_name = _str(involved.get("name"))
-    reason = _str(event.get("reason"), MAX_REASON)
+    meta = as_map(event.get("metadata"))
+    pod_name = as_str(involved.get("name"))
+    reason = as_str(event.get("reason"), MAX_REASON)
     if pod_name is None or reason is None:
         return None
-    series = _map(event.get("series"))
+    series = as_map(event.get("series"))
     first = (
         parse_time(event.get("firstTimestamp"))
         or parse_time(event.get("eventTime"))
@@ -457,31 +375,33 @@ def observe_event(raw_event: Mapping[str, Any]) -> EventSeen | None:
     if first is None:
         return None
     last = later(first, last) or first
-    count = _int(series.get("count"), 1, MAX_COUNT) or _int(event.get("count"), 1, MAX_COUNT) or 1
+    count = (
+        as_int(series.get("count"), 1, MAX_COUNT) or as_int(event.get("count"), 1, MAX_COUNT) or 1
+    )
     container, init = None, False
-    match = _FIELD_PATH.match(_str(involved.get("fieldPath"), 600) or "")
+    match = _FIELD_PATH.match(as_str(involved.get("fieldPath"), 600) or "")
     if match:
         container = clean_text(match.group(2)[:MAX_LABEL]) or None
         init = match.group(1) == "initContainers"
-    event_id = _str(meta.get("uid"), 128) or _str(meta.get("name"))
+    event_id = as_str(meta.get("uid"), MAX_UID) or as_str(meta.get("name"))
     if event_id is None:
         event_id = f"{reason}@{first.isoformat()}@{container or ''}"
     event_id = plain_id(event_id, MAX_EVENT_ID)  # the ledger keeps ids of bounded size
-    source = _map(event.get("source"))
+    source = as_map(event.get("source"))
     return EventSeen(
-        namespace=_str(involved.get("namespace")) or _str(meta.get("namespace")) or "",
+        namespace=as_str(involved.get("namespace")) or as_str(meta.get("namespace")) or "",
         pod_name=pod_name,
-        pod_uid=_str(involved.get("uid"), 128),
+        pod_uid=as_str(involved.get("uid"), MAX_UID),
         event_id=event_id,
         reason=reason,
-        type=_str(event.get("type"), 32) or "Normal",
-        message=_str(event.get("message"), MAX_TEXT),
+        type=as_str(event.get("type"), 32) or "Normal",
+        message=as_str(event.get("message"), MAX_TEXT),
         container=container,
         init_container=init,
         first_time=first,
         last_time=last,
         count=count,
-        source=_str(source.get("component"), 128) or _str(event.get("reportingComponent"), 128),
+        source=as_str(source.get("component"), 128) or as_str(event.get("reportingComponent"), 128),
     )
 
 
@@ -507,8 +427,8 @@ def _trusted_pod_ref(ref: Mapping[str, Any], slice_namespace: str) -> tuple[str,
     """
     if ref.get("kind") != "Pod" or not slice_namespace:
         return None
-    namespace = _str(ref.get("namespace"))
-    name, uid = _str(ref.get("name")), _str(ref.get("uid"), 128)
+    namespace = as_str(ref.get("namespace"))
+    name, uid = as_str(ref.get("name")), as_str(ref.get("uid"), MAX_UID)
     if name is None or uid is None or namespace not in (None, slice_namespace):
         return None
     return name, uid
@@ -517,27 +437,27 @@ def _trusted_pod_ref(ref: Mapping[str, Any], slice_namespace: str) -> tuple[str,
 def _members(raw_slice: Mapping[str, Any] | None) -> tuple[str, dict[tuple[str, str], _Member]]:
     """The slice's namespace and its trusted pod endpoints: (pod name, address) → member."""
     members: dict[tuple[str, str], _Member] = {}
-    data = _map(raw_slice)
-    slice_namespace = _str(_map(data.get("metadata")).get("namespace")) or ""
-    for item in _list(data.get("endpoints"), 1000):
-        endpoint = _map(item)
-        pod = _trusted_pod_ref(_map(endpoint.get("targetRef")), slice_namespace)
-        addresses = [a for a in _list(endpoint.get("addresses"), 8) if isinstance(a, str) and a]
+    data = as_map(raw_slice)
+    slice_namespace = as_str(as_map(data.get("metadata")).get("namespace")) or ""
+    for item in as_list(data.get("endpoints"), 1000):
+        endpoint = as_map(item)
+        pod = _trusted_pod_ref(as_map(endpoint.get("targetRef")), slice_namespace)
+        addresses = [a for a in as_list(endpoint.get("addresses"), 8) if isinstance(a, str) and a]
         if pod is None or not addresses:
             continue
-        conditions = _map(endpoint.get("conditions"))
+        conditions = as_map(endpoint.get("conditions"))
         members[(pod[0], clean_text(addresses[0][:MAX_ADDRESS]))] = _Member(
             pod[1],
-            _bool(conditions.get("ready")),
-            _bool(conditions.get("serving")),
-            _bool(conditions.get("terminating")),
+            as_bool(conditions.get("ready")),
+            as_bool(conditions.get("serving")),
+            as_bool(conditions.get("terminating")),
         )
     return slice_namespace, members
 
 
 def _service(raw_slice: Mapping[str, Any] | None) -> str | None:
-    labels = _map(_map(_map(raw_slice).get("metadata")).get("labels"))
-    return _str(labels.get("kubernetes.io/service-name"), MAX_LABEL)
+    labels = as_map(as_map(as_map(raw_slice).get("metadata")).get("labels"))
+    return as_str(labels.get("kubernetes.io/service-name"), MAX_LABEL)
 
 
 def observe_endpoint_slice_change(

@@ -12,6 +12,7 @@ import heapq
 from dataclasses import replace
 from datetime import datetime
 
+from ._access import MAX_INT
 from .clock import earlier, later
 from .deletion import next_deletion
 from .facts import Fact, FactType, Merge, Probe, importance, kept_message
@@ -315,7 +316,7 @@ def _merge(entry: Entry, fact: Fact) -> Entry:
     return replace(
         entry,
         time=first,
-        count=min(entry.count + fact.count, 2**31 - 1),
+        count=min(entry.count + fact.count, MAX_INT),
         last_time=latest if latest > first else None,
         summary=fact.summary if fresh else entry.summary,
         reason=fact.reason if fresh else entry.reason,
@@ -347,13 +348,12 @@ def apply_facts(record: Record, facts: list[Fact]) -> tuple[Record, list[Fact]]:
 
 
 def _count_probe(probes: ProbeFailures, fact: Fact) -> ProbeFailures:
-    cap = 2**31 - 1
     if fact.probe == Probe.LIVENESS:
-        return replace(probes, liveness=min(cap, probes.liveness + fact.count))
+        return replace(probes, liveness=min(MAX_INT, probes.liveness + fact.count))
     if fact.probe == Probe.READINESS:
-        return replace(probes, readiness=min(cap, probes.readiness + fact.count))
+        return replace(probes, readiness=min(MAX_INT, probes.readiness + fact.count))
     if fact.probe == Probe.STARTUP:
-        return replace(probes, startup=min(cap, probes.startup + fact.count))
+        return replace(probes, startup=min(MAX_INT, probes.startup + fact.count))
     return probes
 
 
@@ -392,7 +392,7 @@ def bound_timeline(record: Record, limits: Limits) -> Record:
     kept = kept[-cap:]
     dropped = len(timeline) - len(kept)
     return replace(
-        record, timeline=kept, timeline_dropped=min(record.timeline_dropped + dropped, 2**31 - 1)
+        record, timeline=kept, timeline_dropped=min(record.timeline_dropped + dropped, MAX_INT)
     )
 
 

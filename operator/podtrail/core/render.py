@@ -13,6 +13,30 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
+from ._access import (
+    MAX_ADDRESS,
+    MAX_CONDITION_TYPE,
+    MAX_CONDITIONS,
+    MAX_CONTAINERS,
+    MAX_FLAG,
+    MAX_GRACE,
+    MAX_INT,
+    MAX_KIND,
+    MAX_LABEL,
+    MAX_NAME,
+    MAX_PHASE,
+    MAX_REASON,
+    MAX_SHORT,
+    MAX_UID,
+    RUN_ID_LENGTH,
+    as_bool,
+    as_int,
+    as_items,
+    as_map,
+    as_str,
+    as_word,
+    clean_text,
+)
 from .clock import format_time, parse_time, seconds_between
 from .conclude import analyse_record
 from .deletion import any_running
@@ -24,7 +48,6 @@ from .facts import (
     FactType,
     Importance,
     Source,
-    clean_text,
     clip,
     importance,
     kept_message,
@@ -51,69 +74,28 @@ from .model import (
     Removal,
     SeenEvent,
 )
-from .observe import (
-    MAX_ADDRESS,
-    MAX_CONDITION_TYPE,
-    MAX_CONDITIONS,
-    MAX_LABEL,
-    MAX_PHASE,
-    MAX_REASON,
-    RUN_ID_LENGTH,
-)
 from .order import causal_order
 from .termination import Analysis
 
-# Every string and list of the status has a cap here (size.py bounds the record from them).
-MAX_NAME = 253
-MAX_UID = 128
-MAX_SHORT = 64
-MAX_KIND = 63
-MAX_FLAG = 16  # condition status; and words the core writes: kind, state, signal, probe, source
+# Every string and list of the status has a cap, here or in _access.py (size.py bounds the
+# record from them).
 MAX_EVIDENCE = 2048
 MAX_LAST_EVENT = 64  # a printer column: long summaries make `kubectl get plr` unreadable
 MAX_OWNER = MAX_KIND + 1 + MAX_NAME  # kind/name, a printer column
 LAST = " (last)"  # an ended record's phase and readiness: the pod's last known ones
 MAX_LEDGER_ITEM = MAX_EVENT_ID + 1 + 11 + 1 + 40  # "<id> <count> <time>"
-MAX_GRACE = 10 * 366 * 24 * 3600
 # Entries a reader of the LAST EVENT column does not want: the ENDED column tells the removal,
 # and the sandbox is a step of the start that Kubernetes often dates after the containers'.
 QUIET = frozenset({FactType.POD_DELETED, FactType.SANDBOX_READY})
 MAX_PRE_STOP = 64
-MAX_INT = 2**31 - 1
 _SOURCES = frozenset(str(source) for source in Source)
 
 # --- Loading ---------------------------------------------------------------------------------
 
 
-def _map(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _items(value: object, limit: int) -> list[Mapping[str, Any]]:
-    if not isinstance(value, list):
-        return []
-    return [item for item in value[:limit] if isinstance(item, Mapping)]
-
-
-def _str(value: object, limit: int = MAX_NAME) -> str | None:
-    return clean_text(value[:limit]) if isinstance(value, str) and value else None
-
-
-def _word(value: object, limit: int = MAX_SHORT) -> str | None:
-    """A word as the core writes them (entry type, signal, probe, state), else None."""
-    if not isinstance(value, str) or not 0 < len(value) <= limit:
-        return None
-    return value if value.isascii() and value.isalpha() else None
-
-
-def _int(value: object, low: int = -MAX_INT, high: int = MAX_INT) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        return None
-    return min(max(value, low), high)
-
-
-def _bool(value: object) -> bool | None:
-    return value if isinstance(value, bool) else None
+def _exit_code(value: object) -> int | None:
+    """An exit code as stored statuses have always been read: from -MAX_INT (not int32's min)."""
+    return as_int(value, -MAX_INT)
 
 
 def _source(value: object) -> str:
@@ -121,10 +103,10 @@ def _source(value: object) -> str:
 
 
 def _entry(raw: Mapping[str, Any], stored_key: object) -> Entry | None:
-    time, etype = parse_time(raw.get("time")), _word(raw.get("type"))
+    time, etype = parse_time(raw.get("time")), as_word(raw.get("type"))
     if time is None or etype is None:
         return None
-    key = _str(stored_key, 1024) or _str(raw.get("key"), 1024)  # before 0.2: in the entry
+    key = as_str(stored_key, 1024) or as_str(raw.get("key"), 1024)  # before 0.2: in the entry
     if key is None:  # a key lost: a stable stand-in, so the entry is kept
         key = make_key("untracked", etype, time, raw.get("container"), raw.get("summary"))
     last_time = parse_time(raw.get("lastTime"))
@@ -132,17 +114,17 @@ def _entry(raw: Mapping[str, Any], stored_key: object) -> Entry | None:
         key=plain_id(key, MAX_KEY_LENGTH),
         time=time,
         type=etype,
-        summary=_str(raw.get("summary"), MAX_SUMMARY_LENGTH) or etype,
+        summary=as_str(raw.get("summary"), MAX_SUMMARY_LENGTH) or etype,
         source=_source(raw.get("source")),
-        container=_str(raw.get("container"), MAX_LABEL),
-        reason=_str(raw.get("reason"), MAX_REASON),
-        message=_str(raw.get("message"), 1024),
-        from_phase=_str(raw.get("fromPhase"), MAX_PHASE),
-        to_phase=_str(raw.get("toPhase"), MAX_PHASE),
-        exit_code=_int(raw.get("exitCode")),
-        signal=_word(raw.get("signal"), MAX_FLAG),
-        probe=_word(raw.get("probe"), MAX_FLAG),
-        count=_int(raw.get("count"), 1) or 1,
+        container=as_str(raw.get("container"), MAX_LABEL),
+        reason=as_str(raw.get("reason"), MAX_REASON),
+        message=as_str(raw.get("message"), 1024),
+        from_phase=as_str(raw.get("fromPhase"), MAX_PHASE),
+        to_phase=as_str(raw.get("toPhase"), MAX_PHASE),
+        exit_code=_exit_code(raw.get("exitCode")),
+        signal=as_word(raw.get("signal"), MAX_FLAG),
+        probe=as_word(raw.get("probe"), MAX_FLAG),
+        count=as_int(raw.get("count"), 1) or 1,
         last_time=last_time if last_time is not None and last_time > time else None,
     )
 
@@ -179,58 +161,61 @@ def _timeline(raw: Mapping[str, Any], tracking: Mapping[str, Any]) -> list[Entry
 
 
 def _container(raw: Mapping[str, Any]) -> ContainerRecord | None:
-    name = _str(raw.get("name"), MAX_LABEL)
+    name = as_str(raw.get("name"), MAX_LABEL)
     if name is None:
         return None
-    kind = _str(raw.get("kind"), 16)
+    kind = as_str(raw.get("kind"), MAX_FLAG)
     return ContainerRecord(
         name=name,
         kind=kind if kind is not None and kind in set(ContainerKind) else ContainerKind.APP,
-        state=_word(raw.get("state"), MAX_FLAG),
-        reason=_str(raw.get("reason"), MAX_REASON),
-        ready=_bool(raw.get("ready")) is True,
-        started=_bool(raw.get("started")),
-        restart_count=_int(raw.get("restartCount"), 0) or 0,
+        state=as_word(raw.get("state"), MAX_FLAG),
+        reason=as_str(raw.get("reason"), MAX_REASON),
+        ready=as_bool(raw.get("ready")) is True,
+        started=as_bool(raw.get("started")),
+        restart_count=as_int(raw.get("restartCount"), 0) or 0,
         started_at=parse_time(raw.get("startedAt")),
         finished_at=parse_time(raw.get("finishedAt")),
-        last_exit_code=_int(raw.get("lastExitCode")),
-        last_reason=_str(raw.get("lastReason"), MAX_REASON),
-        pre_stop=_bool(raw.get("preStop")) is True,
-        started_run=_str(raw.get("startedRun"), RUN_ID_LENGTH),
-        finished_run=_str(raw.get("finishedRun"), RUN_ID_LENGTH),
+        last_exit_code=_exit_code(raw.get("lastExitCode")),
+        last_reason=as_str(raw.get("lastReason"), MAX_REASON),
+        pre_stop=as_bool(raw.get("preStop")) is True,
+        started_run=as_str(raw.get("startedRun"), RUN_ID_LENGTH),
+        finished_run=as_str(raw.get("finishedRun"), RUN_ID_LENGTH),
     )
 
 
 def _condition(raw: Mapping[str, Any]) -> ConditionRecord | None:
-    ctype = _str(raw.get("type"), MAX_CONDITION_TYPE)
-    cstatus = _str(raw.get("status"), MAX_FLAG)
+    ctype = as_str(raw.get("type"), MAX_CONDITION_TYPE)
+    cstatus = as_str(raw.get("status"), MAX_FLAG)
     if ctype is None or cstatus is None:
         return None
     return ConditionRecord(
         type=ctype,
         status=cstatus,
         last_transition_time=parse_time(raw.get("lastTransitionTime")),
-        reason=_str(raw.get("reason"), MAX_REASON),
-        message=_str(raw.get("message"), 1024),
+        reason=as_str(raw.get("reason"), MAX_REASON),
+        message=as_str(raw.get("message"), 1024),
     )
 
 
 def _endpoint(raw: Mapping[str, Any]) -> EndpointRecord | None:
-    service, address = _str(raw.get("service"), MAX_LABEL), _str(raw.get("address"), MAX_ADDRESS)
+    service, address = (
+        as_str(raw.get("service"), MAX_LABEL),
+        as_str(raw.get("address"), MAX_ADDRESS),
+    )
     if service is None or address is None:
         return None
     return EndpointRecord(
         service=service,
         address=address,
-        ready=_bool(raw.get("ready")),
-        serving=_bool(raw.get("serving")),
-        terminating=_bool(raw.get("terminating")),
+        ready=as_bool(raw.get("ready")),
+        serving=as_bool(raw.get("serving")),
+        terminating=as_bool(raw.get("terminating")),
         since=parse_time(raw.get("since")),
     )
 
 
 def _removal_item(raw: Mapping[str, Any]) -> EndpointRemoval | None:
-    service = _str(raw.get("service"), MAX_LABEL)
+    service = as_str(raw.get("service"), MAX_LABEL)
     if service is None:
         return None
     return EndpointRemoval(
@@ -241,41 +226,41 @@ def _removal_item(raw: Mapping[str, Any]) -> EndpointRemoval | None:
 
 
 def _moment(raw: Mapping[str, Any]) -> Moment | None:
-    time, etype = parse_time(raw.get("time")), _word(raw.get("type"))
+    time, etype = parse_time(raw.get("time")), as_word(raw.get("type"))
     if time is None or etype is None:
         return None
-    return Moment(time, etype, _str(raw.get("summary"), MOMENT_SUMMARY) or etype)
+    return Moment(time, etype, as_str(raw.get("summary"), MOMENT_SUMMARY) or etype)
 
 
 def _end_summary(raw: object) -> EndSummary | None:
-    data = _map(raw)
+    data = as_map(raw)
     if not data:
         return None
     return EndSummary(
         requested_at=parse_time(data.get("requestedAt")),
-        grace_seconds=_int(data.get("gracePeriodSeconds"), 0, MAX_GRACE),
-        forced=_bool(data.get("forced")),
+        grace_seconds=as_int(data.get("gracePeriodSeconds"), 0, MAX_GRACE),
+        forced=as_bool(data.get("forced")),
         killing_at=parse_time(data.get("killingAt")),
-        disruption_reason=_str(data.get("disruptionReason"), MAX_REASON),
-        verdict=_word(data.get("verdict"), MAX_SHORT),
-        evidence=_str(data.get("evidence"), END_EVIDENCE),
+        disruption_reason=as_str(data.get("disruptionReason"), MAX_REASON),
+        verdict=as_word(data.get("verdict"), MAX_SHORT),
+        evidence=as_str(data.get("evidence"), END_EVIDENCE),
     )
 
 
 def _instance(raw: Mapping[str, Any]) -> Instance | None:
-    uid = _str(raw.get("uid"), MAX_UID)
+    uid = as_str(raw.get("uid"), MAX_UID)
     if uid is None:
         return None
-    moments = [_moment(item) for item in _items(raw.get("lastEntries"), LAST_MOMENTS)]
+    moments = [_moment(item) for item in as_items(raw.get("lastEntries"), LAST_MOMENTS)]
     return Instance(
         uid=uid,
         created=parse_time(raw.get("created")),
         deleted=parse_time(raw.get("deleted")),
-        outcome=_str(raw.get("outcome"), MAX_SHORT),
-        node_name=_str(raw.get("nodeName")),
-        restarts=_int(raw.get("restarts"), 0) or 0,
-        phase=_str(raw.get("phase"), MAX_PHASE),
-        entries=_int(raw.get("timelineEntries"), 0) or 0,
+        outcome=as_str(raw.get("outcome"), MAX_SHORT),
+        node_name=as_str(raw.get("nodeName")),
+        restarts=as_int(raw.get("restarts"), 0) or 0,
+        phase=as_str(raw.get("phase"), MAX_PHASE),
+        entries=as_int(raw.get("timelineEntries"), 0) or 0,
         last=tuple(m for m in moments if m is not None),
         termination=_end_summary(raw.get("termination")),
     )
@@ -290,9 +275,9 @@ def _seen(raw: object) -> SeenEvent | None:
         data: Mapping[str, Any] = {"id": name, "count": int(number) if plain else None}
         data = {**data, "lastTime": when}
     else:
-        data = _map(raw)
-    ident, time = _str(data.get("id"), MAX_NAME), parse_time(data.get("lastTime"))
-    count = _int(data.get("count"), 1)
+        data = as_map(raw)
+    ident, time = as_str(data.get("id"), MAX_NAME), parse_time(data.get("lastTime"))
+    count = as_int(data.get("count"), 1)
     if ident is None or time is None or count is None:
         return None
     return SeenEvent(plain_id(ident, MAX_EVENT_ID), count, time)
@@ -328,44 +313,45 @@ def load_status(status: Mapping[str, Any] | None, limits: Limits = DEFAULT_LIMIT
     Returns:
         The record; unknown or malformed parts are left out.
     """
-    raw = _map(status)
-    tracking = _map(raw.get("tracking"))
-    times = _map(raw.get("times"))
-    termination = _map(raw.get("termination"))
-    owner_raw = _map(raw.get("owner"))
+    raw = as_map(status)
+    tracking = as_map(raw.get("tracking"))
+    times = as_map(raw.get("times"))
+    termination = as_map(raw.get("termination"))
+    owner_raw = as_map(raw.get("owner"))
     owner = None
-    if _str(owner_raw.get("kind"), 63) and _str(owner_raw.get("name")):
+    if as_str(owner_raw.get("kind"), MAX_KIND) and as_str(owner_raw.get("name")):
         owner = OwnerRecord(
-            kind=_str(owner_raw.get("kind"), 63) or "",
-            name=_str(owner_raw.get("name")) or "",
-            deployment=_str(owner_raw.get("deployment")),
+            kind=as_str(owner_raw.get("kind"), MAX_KIND) or "",
+            name=as_str(owner_raw.get("name")) or "",
+            deployment=as_str(owner_raw.get("deployment")),
         )
     deletion = None
     stamp = parse_time(termination.get("deletionTimestamp"))
     if stamp is not None:
-        grace = _int(termination.get("gracePeriodSeconds"), 0, 10 * 366 * 24 * 3600) or 0
+        grace = as_int(termination.get("gracePeriodSeconds"), 0, MAX_GRACE) or 0
         deletion = Deletion(stamp, grace)
-    removal_raw = _map(raw.get("removal"))
+    removal_raw = as_map(raw.get("removal"))
     removal_time = parse_time(removal_raw.get("time"))
     removal = None
     if removal_time is not None:
-        removal = Removal(removal_time, _bool(removal_raw.get("observed")) is True)
+        removal = Removal(removal_time, as_bool(removal_raw.get("observed")) is True)
     failures = [
         PreStopFailure(name, when)
-        for item in _items(termination.get("preStop"), MAX_PRE_STOP)
-        if (name := _str(item.get("container"), MAX_LABEL)) is not None
+        for item in as_items(termination.get("preStop"), MAX_PRE_STOP)
+        if (name := as_str(item.get("container"), MAX_LABEL)) is not None
         and (when := parse_time(item.get("failedAt"))) is not None
     ]
-    probes = _map(raw.get("probeFailures"))
+    probes = as_map(raw.get("probeFailures"))
     containers = _unique(
-        [_container(item) for item in _items(raw.get("containers"), 64)], lambda c: c.name
+        [_container(item) for item in as_items(raw.get("containers"), MAX_CONTAINERS)],
+        lambda c: c.name,
     )[: limits.containers_cap()]
     entries = _unique(_timeline(raw, tracking), lambda e: e.key)
     return Record(
-        pod_uid=_str(raw.get("podUID"), MAX_UID),
-        node_name=_str(raw.get("nodeName")),
-        phase=_str(raw.get("phase"), MAX_PHASE),
-        pod_reason=_str(raw.get("reason"), MAX_REASON),
+        pod_uid=as_str(raw.get("podUID"), MAX_UID),
+        node_name=as_str(raw.get("nodeName")),
+        phase=as_str(raw.get("phase"), MAX_PHASE),
+        pod_reason=as_str(raw.get("reason"), MAX_REASON),
         owner=owner,
         created=parse_time(times.get("created")),
         scheduled=parse_time(times.get("scheduled")),
@@ -373,32 +359,32 @@ def load_status(status: Mapping[str, Any] | None, limits: Limits = DEFAULT_LIMIT
         ready=parse_time(times.get("ready")),
         deletion=deletion,
         killing_at=parse_time(termination.get("killingAt")),
-        disruption_reason=_str(termination.get("disruptionReason"), MAX_REASON),
-        disruption_message=_str(termination.get("disruptionMessage"), 1024),
+        disruption_reason=as_str(termination.get("disruptionReason"), MAX_REASON),
+        disruption_message=as_str(termination.get("disruptionMessage"), 1024),
         pre_stop_failures=_unique(list(failures), lambda f: f)[-16:],
         removal=removal,
         containers=containers,
         conditions=_unique(
-            [_condition(item) for item in _items(raw.get("conditions"), MAX_CONDITIONS)],
+            [_condition(item) for item in as_items(raw.get("conditions"), MAX_CONDITIONS)],
             lambda c: c.type,
         ),
         endpoints=_unique(
-            [_endpoint(item) for item in _items(raw.get("endpoints"), 64)],
+            [_endpoint(item) for item in as_items(raw.get("endpoints"), 64)],
             lambda e: (e.service, e.address),
         )[-limits.endpoints_cap() :],
         endpoint_removals=_unique(
-            [_removal_item(item) for item in _items(termination.get("endpointRemovals"), 64)],
+            [_removal_item(item) for item in as_items(termination.get("endpointRemovals"), 64)],
             lambda r: r.service,
         )[-limits.endpoints_cap() :],
         probe_failures=ProbeFailures(
-            liveness=_int(probes.get("liveness"), 0) or 0,
-            readiness=_int(probes.get("readiness"), 0) or 0,
-            startup=_int(probes.get("startup"), 0) or 0,
+            liveness=as_int(probes.get("liveness"), 0) or 0,
+            readiness=as_int(probes.get("readiness"), 0) or 0,
+            startup=as_int(probes.get("startup"), 0) or 0,
         ),
         timeline=causal_order(entries, containers)[-limits.timeline_cap() :],
-        timeline_dropped=_int(raw.get("timelineDropped"), 0) or 0,
+        timeline_dropped=as_int(raw.get("timelineDropped"), 0) or 0,
         previous=_unique(
-            [_instance(item) for item in _items(raw.get("previousInstances"), 20)],
+            [_instance(item) for item in as_items(raw.get("previousInstances"), 20)],
             lambda i: i.uid,
         )[: limits.previous_cap()],
         seen_events=_unique(_ledger(raw, tracking), lambda s: s.id)[: limits.seen_events_cap()],
@@ -436,7 +422,7 @@ def _rendered_entry(entry: Entry, limits: Limits) -> tuple[tuple[str, Any], ...]
     fields = _clean(
         {
             "time": _t(entry.time),
-            "type": _word(entry.type) or "EventReported",
+            "type": as_word(entry.type) or "EventReported",
             "summary": _cut(entry.summary, MAX_SUMMARY_LENGTH),
             "container": _cut(entry.container, MAX_LABEL),
             "reason": _cut(entry.reason, MAX_REASON),
@@ -444,8 +430,8 @@ def _rendered_entry(entry: Entry, limits: Limits) -> tuple[tuple[str, Any], ...]
             "fromPhase": _cut(entry.from_phase, MAX_PHASE),
             "toPhase": _cut(entry.to_phase, MAX_PHASE),
             "exitCode": entry.exit_code,
-            "signal": _word(entry.signal, MAX_FLAG),
-            "probe": _word(entry.probe, MAX_FLAG),
+            "signal": as_word(entry.signal, MAX_FLAG),
+            "probe": as_word(entry.probe, MAX_FLAG),
             "count": entry.count if entry.count != 1 else None,
             "lastTime": _t(entry.last_time),
             "source": _source(entry.source),
@@ -458,8 +444,8 @@ def _render_container(c: ContainerRecord) -> dict[str, Any]:
     return _clean(
         {
             "name": _cut(c.name, MAX_LABEL),
-            "kind": _word(c.kind, MAX_FLAG) or ContainerKind.APP,
-            "state": _word(c.state, MAX_FLAG),
+            "kind": as_word(c.kind, MAX_FLAG) or ContainerKind.APP,
+            "state": as_word(c.state, MAX_FLAG),
             "reason": _cut(c.reason, MAX_REASON),
             "ready": c.ready,
             "started": c.started,
@@ -719,7 +705,7 @@ def _render_end(end: EndSummary | None) -> dict[str, Any] | None:
             "forced": end.forced,
             "killingAt": _t(end.killing_at),
             "disruptionReason": _cut(end.disruption_reason, MAX_REASON),
-            "verdict": _word(end.verdict, MAX_SHORT),
+            "verdict": as_word(end.verdict, MAX_SHORT),
             "evidence": _cut(end.evidence, END_EVIDENCE),
         }
     )
@@ -739,7 +725,7 @@ def _render_instance(i: Instance) -> dict[str, Any]:
             "lastEntries": [
                 {
                     "time": _t(m.time),
-                    "type": _word(m.type) or "EventReported",
+                    "type": as_word(m.type) or "EventReported",
                     "summary": _cut(m.summary, MOMENT_SUMMARY),
                 }
                 for m in i.last[-LAST_MOMENTS:]

@@ -17,37 +17,32 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from ._access import (
+    MAX_ADDRESS,
+    MAX_CONDITION_TYPE,
+    MAX_CONDITIONS,
+    MAX_FLAG,
+    MAX_KIND,
+    MAX_LABEL,
+    MAX_NAME,
+    MAX_PHASE,
+    MAX_REASON,
+    MAX_SHORT,
+    MAX_UID,
+    MIN_INT,
+    RUN_ID_LENGTH,
+)
 from .facts import MAX_EVENT_ID, MAX_KEY_LENGTH, MAX_SUMMARY_LENGTH
 from .history import END_EVIDENCE, LAST_MOMENTS, MOMENT_SUMMARY
 from .labels import MARK_LENGTH, MAX_MARKS
 from .limits import Limits
-from .observe import (
-    MAX_ADDRESS,
-    MAX_CONDITION_TYPE,
-    MAX_CONDITIONS,
-    MAX_LABEL,
-    MAX_PHASE,
-    MAX_REASON,
-    RUN_ID_LENGTH,
-)
-from .render import (
-    LAST,
-    MAX_EVIDENCE,
-    MAX_FLAG,
-    MAX_KIND,
-    MAX_LAST_EVENT,
-    MAX_NAME,
-    MAX_OWNER,
-    MAX_PRE_STOP,
-    MAX_SHORT,
-    MAX_UID,
-)
+from .render import LAST, MAX_EVIDENCE, MAX_LAST_EVENT, MAX_OWNER, MAX_PRE_STOP
 from .termination import Outcome, Verdict
 
 MIB = 1024 * 1024
 WIDEST_CHARACTER = 4  # bytes of the widest UTF-8 character; escapes (\" \\ \n \t) take 2
 TIME = 2 + len("2025-06-01T12:00:00.000000Z")
-INT = len(str(-(2**31)))
+INT = len(str(MIN_INT))
 FLOAT = len("-2.2250738585072014e-308")  # the longest repr of a float
 BOOL = len("false")
 OUTCOME = 2 + max(len(str(outcome)) for outcome in Outcome)
