@@ -125,7 +125,7 @@ def _pod_facts(record: Record, pod: PodSeen, now: datetime, limits: Limits) -> l
     return facts
 
 
-def _phase_time(pod: PodSeen, now: datetime) -> tuple[datetime, str]:
+def _phase_time(pod: PodSeen, now: datetime) -> tuple[datetime, Source]:
     apps = [c for c in pod.containers if c.kind == ContainerKind.APP]
     if pod.phase == "Pending" and pod.created:
         return pod.created, Source.STATUS
@@ -224,7 +224,7 @@ def _condition_fact(
     time = cond.last_transition_time or now
     source = Source.STATUS if cond.last_transition_time else Source.OBSERVED
 
-    def fact(key: str, fact_type: str, summary: str) -> Fact:
+    def fact(key: str, fact_type: FactType, summary: str) -> Fact:
         return Fact(
             key=key,
             type=fact_type,
@@ -540,8 +540,8 @@ def _end_fact(seen: _Container, end: RunEnd, fallback: tuple[datetime, int] | No
     code_text = f"exit {code}" if code is not None else "exit code unknown"
     if end.reason:
         code_text += f" ({end.reason})"
-    fact_type: str = FactType.CONTAINER_TERMINATED
-    source: str = Source.STATUS if end.finished_at else Source.OBSERVED
+    fact_type = FactType.CONTAINER_TERMINATED
+    source = Source.STATUS if end.finished_at else Source.OBSERVED
     signal = signal_of(code)
     summary = f"{_cap(label)} terminated: {code_text}"
     if c.kind == ContainerKind.INIT and code == 0:
@@ -571,7 +571,7 @@ def _end_fact(seen: _Container, end: RunEnd, fallback: tuple[datetime, int] | No
 
 def _judged_end(
     seen: _Container, end: RunEnd, code_text: str
-) -> tuple[str, str, str | None, str] | None:
+) -> tuple[FactType, Source, str | None, str] | None:
     """Type, source, signal and summary of a container's end after the deletion request."""
     c, window, label = seen.c, seen.window, seen.label
     if window is None or c.kind == ContainerKind.INIT or end.finished_at is None:
@@ -610,7 +610,7 @@ _PULL_WORDS = ("pull", "image", "errimage")
 _NODE = re.compile(r" to (\S+)\s*$")
 _IMAGE = re.compile(r'image "([^"]+)"')
 
-_Rule = tuple[str, Merge, tuple[object, ...], str | None]
+_Rule = tuple[FactType, Merge, tuple[object, ...], Probe | None]
 
 
 def _probe_of(message: str) -> Probe | None:
@@ -667,7 +667,7 @@ def _event_rule(record: Record, ev: EventSeen) -> _Rule | None:
 
 
 def _event_summary(
-    record: Record, ev: EventSeen, fact_type: str, probe: str | None, limits: Limits
+    record: Record, ev: EventSeen, fact_type: FactType, probe: Probe | None, limits: Limits
 ) -> str:
     kind = ContainerKind.INIT if ev.init_container else ContainerKind.APP
     known = record.container(ev.container)

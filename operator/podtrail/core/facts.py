@@ -248,10 +248,10 @@ class Fact:
     Attributes:
         key: Deterministic identity (pod UID + what happened + Kubernetes' own counters
             and timestamps); a fact whose key is already recorded is a repeat, not news.
-        type: A FactType value.
+        type: What happened.
         time: When it happened (from Kubernetes where recorded; see ``source``).
         summary: One human-readable line.
-        source: A Source value: status, event, inferred or observed.
+        source: Where its time and content come from: status, event, inferred or observed.
         container: The container concerned, if any.
         reason: Kubernetes' reason (Event reason, waiting/terminated reason, condition reason).
         message: Kubernetes' message, truncated.
@@ -267,10 +267,10 @@ class Fact:
     """
 
     key: str
-    type: str
+    type: FactType
     time: datetime
     summary: str
-    source: str
+    source: Source
     container: str | None = None
     reason: str | None = None
     message: str | None = None
