@@ -11,6 +11,7 @@ from typing import Any
 
 from .clock import format_time
 from .limits import Limits
+from .model import Occurrence
 
 TRUNCATION_MARKER = "…[truncated]"
 MAX_KEY_LENGTH = 240
@@ -242,14 +243,14 @@ def signal_of(exit_code: int | None) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
-class Fact:
+class Fact(Occurrence):
     """One thing that happened to a pod, ready to become (or extend) a timeline entry.
 
     Attributes:
         key: Deterministic identity (pod UID + what happened + Kubernetes' own counters
             and timestamps); a fact whose key is already recorded is a repeat, not news.
-        type: What happened.
         time: When it happened (from Kubernetes where recorded; see ``source``).
+        type: What happened.
         summary: One human-readable line.
         source: Where its time and content come from: status, event, inferred or observed.
         container: The container concerned, if any.
@@ -262,25 +263,12 @@ class Fact:
         probe: liveness, readiness or startup.
         count: How many occurrences this fact adds (Event counts for aggregated Events).
         last_time: The latest occurrence, for repeats.
-        merge: ONCE or ADD, see Merge.
+        merge: ONCE or ADD, see Merge (how it joins an entry with the same key).
         pod_uid: The pod's UID.
     """
 
-    key: str
     type: FactType
-    time: datetime
-    summary: str
     source: Source
-    container: str | None = None
-    reason: str | None = None
-    message: str | None = None
-    from_phase: str | None = None
-    to_phase: str | None = None
-    exit_code: int | None = None
-    signal: str | None = None
-    probe: str | None = None
-    count: int = 1
-    last_time: datetime | None = None
     merge: Merge = Merge.ONCE
     pod_uid: str | None = None
 

@@ -6,7 +6,7 @@ render.py), so the operator can restart at any time and carry on from the stored
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 
 from ._access import MAX_INT
@@ -14,8 +14,12 @@ from .clock import shift
 
 
 @dataclass(frozen=True, slots=True)
-class Entry:
-    """One timeline entry (see Fact for the field meanings)."""
+class Occurrence:
+    """Something that happened to the pod, as a timeline entry shows it.
+
+    What a fact (facts.Fact: what one observation tells) and a timeline entry (Entry: what the
+    record keeps of it and of its repeats) have in common; see Fact for the field meanings.
+    """
 
     key: str
     time: datetime
@@ -32,6 +36,18 @@ class Entry:
     probe: str | None = None
     count: int = 1
     last_time: datetime | None = None
+
+
+OCCURRENCE_FIELDS = tuple(f.name for f in fields(Occurrence))
+
+
+@dataclass(frozen=True, slots=True)
+class Entry(Occurrence):
+    """One timeline entry: an occurrence and its repeats (``count``, ``last_time``).
+
+    Its type and source are plain strings: a stored status may hold a type this version does
+    not know, and loading keeps it.
+    """
 
     @property
     def latest(self) -> datetime:

@@ -19,6 +19,7 @@ from .facts import Fact, FactType, Merge, Probe, importance, kept_message
 from .history import summarise
 from .limits import Limits
 from .model import (
+    OCCURRENCE_FIELDS,
     ConditionRecord,
     ContainerRecord,
     EndpointRecord,
@@ -285,27 +286,18 @@ def _absorb_gone(record: Record, gone: PodGone) -> Record:
 
 
 def _entry(fact: Fact) -> Entry:
-    return Entry(
-        key=fact.key,
-        time=fact.time,
+    """A new timeline entry: the fact's occurrence, with plain strings for type and source.
+
+    Its last time is kept only for a repeat (ADD) and when later than its time.
+    """
+    occurrence = {name: getattr(fact, name) for name in OCCURRENCE_FIELDS}
+    repeated = fact.merge is Merge.ADD and fact.last_time and fact.last_time > fact.time
+    occurrence.update(
         type=str(fact.type),
-        summary=fact.summary,
         source=str(fact.source),
-        container=fact.container,
-        reason=fact.reason,
-        message=fact.message,
-        from_phase=fact.from_phase,
-        to_phase=fact.to_phase,
-        exit_code=fact.exit_code,
-        signal=fact.signal,
-        probe=fact.probe,
-        count=fact.count,
-        last_time=(
-            fact.last_time
-            if fact.merge is Merge.ADD and fact.last_time and fact.last_time > fact.time
-            else None
-        ),
+        last_time=fact.last_time if repeated else None,
     )
+    return Entry(**occurrence)
 
 
 def _merge(entry: Entry, fact: Fact) -> Entry:
