@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from .deletion import next_deletion
 from .derive import derive
 from .facts import Fact
 from .limits import DEFAULT_LIMITS, Limits
 from .model import Record
-from .observe import Observation, PodGone
+from .observe import Observation, PodGone, PodSeen
 from .reduce import close_previous_instance, reduce, route
 from .render import load_status, render_status
 
@@ -59,8 +60,11 @@ def step(
             return Step(closed, (), True)
     routed = route(record, observation, limits)
     if routed is not None:
-        candidates = derive(routed, observation, now=now, limits=limits)
-        updated, facts = reduce(routed, observation, candidates, limits)
+        deletion = routed.deletion
+        if isinstance(observation, PodSeen):
+            deletion = next_deletion(deletion, observation)
+        candidates = derive(routed, observation, deletion=deletion, now=now, limits=limits)
+        updated, facts = reduce(routed, observation, candidates, limits, deletion=deletion)
         if facts:
             return Step(updated, tuple(facts), any(fact.terminal for fact in facts))
     return Step(record, (), False)

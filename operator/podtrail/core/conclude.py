@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from .facts import ContainerKind
 from .limits import Limits
 from .model import Record
@@ -44,5 +46,14 @@ def end_inputs(record: Record) -> EndInputs:
 
 
 def analyse_record(record: Record, limits: Limits) -> Analysis:
-    """The record's outcome, termination verdict and per-container judgements."""
-    return analyse(end_inputs(record), slack_seconds=limits.kill_slack_seconds)
+    """The record's outcome, termination verdict and per-container judgements.
+
+    One write asks twice (the record's labels, then its status) and most steps leave the
+    inputs as they were: the analysis of the same inputs is worked out once.
+    """
+    return _analysed(end_inputs(record), limits.kill_slack_seconds)
+
+
+@lru_cache(maxsize=256)
+def _analysed(inputs: EndInputs, slack_seconds: float) -> Analysis:
+    return analyse(inputs, slack_seconds=slack_seconds)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from .clock import format_time, seconds_between
-from .deletion import any_running, next_deletion
+from .deletion import any_running
 from .facts import (
     ContainerKind,
     Fact,
@@ -27,7 +27,7 @@ from .facts import (
     signal_of,
 )
 from .limits import Limits
-from .model import ContainerRecord, Record
+from .model import ContainerRecord, Deletion, Record
 from .observe import (
     ConditionSeen,
     ContainerSeen,
@@ -51,13 +51,20 @@ SUMMARY_TEXT = 160
 
 
 def derive(
-    record: Record, observation: Observation, *, now: datetime, limits: Limits
+    record: Record,
+    observation: Observation,
+    *,
+    deletion: Deletion | None,
+    now: datetime,
+    limits: Limits,
 ) -> list[Fact]:
     """The facts an observation adds to a record (before de-duplication by key).
 
     Args:
         record: The record's state (already routed to the observation's pod instance).
         observation: What was observed.
+        deletion: The deletion request the record keeps after this observation (see
+            deletion.next_deletion; the record's own for anything but a pod).
         now: The operator's clock, used only where Kubernetes records no time.
         limits: Bounds (message length).
 
@@ -65,7 +72,7 @@ def derive(
         Candidate facts; the reducer drops those whose key is already recorded (ONCE).
     """
     if isinstance(observation, PodSeen):
-        return _pod_facts(record, observation, now, limits)
+        return _pod_facts(record, observation, deletion, now, limits)
     if isinstance(observation, EventSeen):
         return _event_facts(record, observation, limits)
     if isinstance(observation, EndpointSeen):
@@ -100,7 +107,9 @@ def _cap(text: str) -> str:
 # --- Pods --------------------------------------------------------------------------------
 
 
-def _pod_facts(record: Record, pod: PodSeen, now: datetime, limits: Limits) -> list[Fact]:
+def _pod_facts(
+    record: Record, pod: PodSeen, deletion: Deletion | None, now: datetime, limits: Limits
+) -> list[Fact]:
     uid = uid_of(record, pod.pod_uid)
     facts: list[Fact] = []
     if record.created is None:
@@ -117,8 +126,8 @@ def _pod_facts(record: Record, pod: PodSeen, now: datetime, limits: Limits) -> l
         )
     facts += _phase_facts(record, pod, uid, now, limits)
     facts += _condition_facts(record, pod, uid, now, limits)
-    facts += _deletion_facts(record, pod, uid)
-    window = _window(record, pod)
+    window = _window(deletion)
+    facts += _deletion_facts(record, pod, uid, deletion, window)
     for container in pod.containers:
         if container.has_status:
             facts += _container_facts(record, pod, container, uid, window, now, limits)
@@ -262,19 +271,22 @@ def _condition_fact(
     )
 
 
-def _window(record: Record, pod: PodSeen) -> DeletionWindow | None:
-    deletion = next_deletion(record.deletion, pod)
+def _window(deletion: Deletion | None) -> DeletionWindow | None:
     if deletion is None:
         return None
     return DeletionWindow(deletion.requested_at, deletion.grace_seconds)
 
 
-def _deletion_facts(record: Record, pod: PodSeen, uid: str) -> list[Fact]:
-    deletion = next_deletion(record.deletion, pod)
-    if deletion is None or deletion == record.deletion:
+def _deletion_facts(
+    record: Record,
+    pod: PodSeen,
+    uid: str,
+    deletion: Deletion | None,
+    window: DeletionWindow | None,
+) -> list[Fact]:
+    if deletion is None or window is None or deletion == record.deletion:
         return []
     stamp = deletion.timestamp
-    window = DeletionWindow(deletion.requested_at, deletion.grace_seconds)
     grace = window.grace_seconds
     deadline = format_time(window.deadline)
     if grace == 0 and pod.node_name and any_running(c.state for c in pod.containers):
@@ -621,7 +633,7 @@ def _probe_of(message: str) -> Probe | None:
     return None
 
 
-def _event_rule(record: Record, ev: EventSeen) -> _Rule | None:
+def _event_rule(ev: EventSeen) -> _Rule | None:
     """(type, merge, key parts after the UID, probe) for an Event; None to ignore it."""
     c = ev.container
     message = ev.message or ""
@@ -706,7 +718,7 @@ def _event_facts(record: Record, ev: EventSeen, limits: Limits) -> list[Fact]:
     seen = record.seen_event(ev.event_id)
     if seen is not None and ev.count <= seen.count:
         return []
-    rule = _event_rule(record, ev)
+    rule = _event_rule(ev)
     if rule is None:
         return []
     fact_type, merge, parts, probe = rule

@@ -14,7 +14,6 @@ from datetime import datetime
 
 from ._access import MAX_INT
 from .clock import earlier, later
-from .deletion import next_deletion
 from .facts import Fact, FactType, Merge, Probe, importance, kept_message
 from .history import summarise
 from .limits import Limits
@@ -22,6 +21,7 @@ from .model import (
     OCCURRENCE_FIELDS,
     ConditionRecord,
     ContainerRecord,
+    Deletion,
     EndpointRecord,
     EndpointRemoval,
     Entry,
@@ -117,10 +117,20 @@ def rollover(record: Record, limits: Limits) -> Record:
 # --- Absorbing the observed state ----------------------------------------------------------
 
 
-def absorb(record: Record, observation: Observation, facts: list[Fact], limits: Limits) -> Record:
-    """Fold an observation's state into the record (called only when it brought new facts)."""
+def absorb(
+    record: Record,
+    observation: Observation,
+    facts: list[Fact],
+    limits: Limits,
+    *,
+    deletion: Deletion | None,
+) -> Record:
+    """Fold an observation's state into the record (called only when it brought new facts).
+
+    ``deletion`` is the deletion request to keep (see derive).
+    """
     if isinstance(observation, PodSeen):
-        return _absorb_pod(record, observation, facts, limits)
+        return _absorb_pod(record, observation, facts, limits, deletion)
     if isinstance(observation, EventSeen):
         return _absorb_event(record, observation, limits)
     if isinstance(observation, EndpointSeen):
@@ -175,7 +185,9 @@ def _absorb_container(old: ContainerRecord | None, c: ContainerSeen) -> Containe
     )
 
 
-def _absorb_pod(record: Record, pod: PodSeen, facts: list[Fact], limits: Limits) -> Record:
+def _absorb_pod(
+    record: Record, pod: PodSeen, facts: list[Fact], limits: Limits, deletion: Deletion | None
+) -> Record:
     created = record.created or pod.created
     if created is None:
         created = next((f.time for f in facts if f.type == FactType.CREATED), None)
@@ -183,7 +195,6 @@ def _absorb_pod(record: Record, pod: PodSeen, facts: list[Fact], limits: Limits)
         tuple(_absorb_container(record.container(c.name), c) for c in pod.containers)
         or record.containers
     )
-    deletion = next_deletion(record.deletion, pod)
     disruption_reason, disruption_message = record.disruption_reason, record.disruption_message
     target = next(
         (c for c in pod.conditions if c.type == "DisruptionTarget" and c.status == "True"), None
@@ -389,15 +400,20 @@ def bound_timeline(record: Record, limits: Limits) -> Record:
 
 
 def reduce(
-    record: Record, observation: Observation, facts: list[Fact], limits: Limits
+    record: Record,
+    observation: Observation,
+    facts: list[Fact],
+    limits: Limits,
+    *,
+    deletion: Deletion | None,
 ) -> tuple[Record, list[Fact]]:
     """Apply an observation and its candidate facts; returns the record and the new facts.
 
     When no fact is new the record is returned unchanged, so a repeated observation changes
-    nothing at all.
+    nothing at all. ``deletion`` is the deletion request to keep (see derive).
     """
     updated, applied = apply_facts(record, facts)
     if not applied:
         return record, []
-    updated = absorb(updated, observation, applied, limits)
+    updated = absorb(updated, observation, applied, limits, deletion=deletion)
     return bound_timeline(updated, limits), applied
