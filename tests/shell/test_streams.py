@@ -1,4 +1,5 @@
-"""The operator's streams go on through a sick API server and through one object's failure.
+"""The operator's streams: through a sick API server and one object's failure; Events held until
+their pod is seen; the EndpointSlice diff across watch events and relistings.
 
 The streams here are scripted at the level of Kube's stream items (the API-level faults are in
 test_kube_faults.py); the clock is fake.
@@ -403,3 +404,153 @@ async def test_a_pod_stream_goes_on_when_namespaces_cannot_be_read() -> None:
     )
 
     assert [o.pod_name for o in writer.submitted] == ["one", "two"]
+
+
+# --- Events held until their pod is seen --------------------------------------------------------
+
+
+def seen_event(pod_name: str, first: float = 5) -> core.EventSeen:
+    observation = core.observe_event(
+        b.event("Scheduled", f"assigned {first}", first=first, pod_name=pod_name)
+    )
+    assert observation is not None
+    return observation
+
+
+def test_held_events_are_released_once_in_their_order() -> None:
+    held = HeldEvents()
+    early, late, other = seen_event("web", 1), seen_event("web", 2), seen_event("db")
+    for event in (early, other, late):
+        held.hold(event)
+    assert len(held) == 3
+
+    assert held.release(b.NAMESPACE, "web") == [early, late]
+    assert held.release(b.NAMESPACE, "web") == []
+    assert len(held) == 1
+    assert held.release("elsewhere", "db") == [], "a pod is known by namespace and name"
+    assert held.release(b.NAMESPACE, "db") == [other]
+    assert len(held) == 0
+
+
+def test_held_events_expire_by_their_pods_latest_event() -> None:
+    clock = FakeClock()
+    held = HeldEvents(max_age_seconds=120, monotonic=clock.monotonic)
+    held.hold(seen_event("old"))
+    held.hold(seen_event("renewed", 1))
+    clock.now += 100
+    held.hold(seen_event("renewed", 2))  # its newer Event keeps the older one with it
+    clock.now += 21  # both held 121 s ago; "renewed" had an Event 21 s ago
+
+    held.hold(seen_event("new"))
+
+    assert held.release(b.NAMESPACE, "old") == []
+    assert [e.message for e in held.release(b.NAMESPACE, "renewed")] == ["assigned 1", "assigned 2"]
+    assert len(held) == 1
+
+
+def test_past_the_bound_the_pod_held_longest_ago_is_dropped_whole() -> None:
+    held = HeldEvents(max_events=3, monotonic=FakeClock().monotonic)
+    held.hold(seen_event("first", 1))
+    held.hold(seen_event("second", 1))
+    held.hold(seen_event("first", 2))  # "first" is now the latest held
+    held.hold(seen_event("third", 1))  # four: the bound is three
+
+    assert len(held) == 3
+    assert held.release(b.NAMESPACE, "second") == []
+    assert [e.message for e in held.release(b.NAMESPACE, "first")] == ["assigned 1", "assigned 2"]
+    assert [e.pod_name for e in held.release(b.NAMESPACE, "third")] == ["third"]
+
+
+async def test_an_event_for_an_unknown_pod_is_held_not_submitted() -> None:
+    held = HeldEvents()
+    script: list[Step] = [
+        StreamItem("LISTED", items=(b.event("Scheduled", "assigned", pod_name="known"),)),
+        added(b.event("Scheduled", "assigned", pod_name="unknown")),
+        StreamItem("DELETED", obj=b.event("Pulled", "pulled", pod_name="known")),
+    ]
+    writer = FakeWriter(known={"known"})
+
+    await follow_pod_events(ScriptedKube(script), None, writer, held, Metrics())  # type: ignore[arg-type]
+
+    assert [o.pod_name for o in writer.submitted] == ["known"], "a deleted Event removes nothing"
+    assert [o.pod_name for o in held.release(b.NAMESPACE, "unknown")] == ["unknown"]
+
+
+# --- EndpointSlices: the diff across watch events and relistings --------------------------------
+
+
+def slice_of(uid: str, *members: tuple[str, bool]) -> dict[str, Any]:
+    """A slice named by its uid; members are (pod name, ready)."""
+    raw = b.endpoint_slice(
+        "web",
+        [
+            (name, f"pod-{name}", f"10.0.0.{len(name)}", ready, ready, False)
+            for name, ready in members
+        ],
+    )
+    raw["metadata"]["uid"] = uid
+    raw["metadata"]["name"] = f"web-{uid}"
+    return raw
+
+
+def listing(*slices: dict[str, Any]) -> list[Step]:
+    return [StreamItem("LISTING"), StreamItem("LISTED", items=slices), StreamItem("SYNCED")]
+
+
+async def endpoint_changes(script: list[Step], known: Iterable[str]) -> list[tuple[str, str]]:
+    writer = FakeWriter(known=known)
+    await follow_endpoint_slices(ScriptedKube(script), None, writer, Metrics())  # type: ignore[arg-type]
+    return [
+        (o.pod_name, "removed" if o.removed else "ready" if o.ready else "not ready")
+        for o in writer.submitted
+    ]
+
+
+async def test_the_first_listing_reports_every_endpoint_once() -> None:
+    changes = await endpoint_changes(
+        listing(slice_of("s1", ("a", True), ("b", False))), known={"a", "b"}
+    )
+
+    assert sorted(changes) == [("a", "ready"), ("b", "not ready")]
+
+
+async def test_a_relisting_reports_only_what_changed_while_the_watch_was_gone() -> None:
+    before = [slice_of("s1", ("a", True), ("b", True)), slice_of("s2", ("c", True))]
+    after = [slice_of("s1", ("a", True), ("b", False)), slice_of("s3", ("d", True))]
+    script = listing(*before) + ["expired"] + listing(*after) + ["expired"] + listing(*after)
+
+    changes = await endpoint_changes(script, known={"a", "b", "c", "d"})
+
+    first = sorted(changes[:3])
+    assert first == [("a", "ready"), ("b", "ready"), ("c", "ready")]
+    # a unchanged: nothing; b turned not ready; s2 gone with c; s3 new with d. The same listing
+    # again: nothing at all.
+    assert sorted(changes[3:]) == [("b", "not ready"), ("c", "removed"), ("d", "ready")]
+
+
+async def test_a_relisting_forgets_a_slice_deleted_unseen_and_diffs_from_watched_changes() -> None:
+    script = (
+        listing(slice_of("s1", ("a", True)))
+        + [
+            added(slice_of("s2", ("b", True))),
+            StreamItem("MODIFIED", obj=slice_of("s1", ("a", False))),
+        ]
+        + listing(slice_of("s1", ("a", False)))  # s2 deleted while the watch was gone
+        + [StreamItem("DELETED", obj=slice_of("s1", ("a", False)))]
+    )
+
+    changes = await endpoint_changes(script, known={"a", "b"})
+
+    assert changes == [
+        ("a", "ready"),
+        ("b", "ready"),
+        ("a", "not ready"),
+        ("b", "removed"),  # the relisting: s1 as watched, so only s2's loss
+        ("a", "removed"),
+    ]
+
+
+async def test_an_endpoint_of_a_pod_without_a_record_is_not_submitted() -> None:
+    changes = await endpoint_changes(listing(slice_of("s1", ("a", True), ("x", True))), known={"a"})
+
+    assert changes == [("a", "ready")]
