@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from podtrail import core
-from podtrail.core.render import load_status, render_status
+from podtrail.core.load import load_status
+from podtrail.core.render import render_status
 
 from .builders import at
 from .scenarios import SCENARIOS, play

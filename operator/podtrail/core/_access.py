@@ -29,6 +29,7 @@ MAX_SHORT = 64  # outcomes and verdicts
 MAX_ADDRESS = 64
 MAX_CONTAINERS = 64
 MAX_CONDITIONS = 16  # a pod has 6 of its own; the rest are readiness gates
+MAX_PRE_STOP = 64  # preStop hooks, and failures of hooks
 MAX_GRACE = 10 * 366 * 24 * 3600
 RUN_ID_LENGTH = 12
 

@@ -11,10 +11,11 @@ from .deletion import next_deletion
 from .derive import derive
 from .facts import Fact
 from .limits import DEFAULT_LIMITS, Limits
+from .load import load_status
 from .model import Record
 from .observe import Observation, PodGone, PodSeen
 from .reduce import close_previous_instance, reduce, route
-from .render import load_status, render_status
+from .render import render_status
 
 
 @dataclass(frozen=True, slots=True)

@@ -75,6 +75,14 @@ class Source(StrEnum):
     OBSERVED = "observed"
 
 
+_SOURCES = frozenset(str(source) for source in Source)
+
+
+def known_source(value: object) -> str:
+    """A source as a record keeps it: a Source value, else "observed"."""
+    return value if isinstance(value, str) and value in _SOURCES else Source.OBSERVED
+
+
 class Probe(StrEnum):
     """Kubelet probe kinds."""
 

@@ -26,6 +26,7 @@ from ._access import (
     MAX_LABEL,
     MAX_NAME,
     MAX_PHASE,
+    MAX_PRE_STOP,
     MAX_REASON,
     MAX_SHORT,
     MAX_UID,
@@ -36,7 +37,7 @@ from .facts import MAX_EVENT_ID, MAX_KEY_LENGTH, MAX_SUMMARY_LENGTH
 from .history import END_EVIDENCE, LAST_MOMENTS, MOMENT_SUMMARY
 from .labels import MARK_LENGTH, MAX_MARKS
 from .limits import Limits
-from .render import LAST, MAX_EVIDENCE, MAX_LAST_EVENT, MAX_OWNER, MAX_PRE_STOP
+from .render import LAST, MAX_EVIDENCE, MAX_LAST_EVENT, MAX_OWNER
 from .termination import Outcome, Verdict
 
 MIB = 1024 * 1024
