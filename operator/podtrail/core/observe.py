@@ -341,6 +341,26 @@ def observe_pod(raw_pod: Mapping[str, Any]) -> PodSeen:
 _FIELD_PATH = re.compile(r"^spec\.(containers|initContainers|ephemeralContainers)\{([^}]*)\}")
 
 
+def _event_times(
+    event: Mapping[str, Any], series: Mapping[str, Any], meta: Mapping[str, Any]
+) -> tuple[datetime, datetime] | None:
+    """An Event's first and latest occurrence; None when it has no timestamp at all."""
+    first = (
+        parse_time(event.get("firstTimestamp"))
+        or parse_time(event.get("eventTime"))
+        or parse_time(meta.get("creationTimestamp"))
+    )
+    last = later(
+        parse_time(series.get("lastObservedTime")),
+        later(parse_time(event.get("lastTimestamp")), parse_time(event.get("eventTime"))),
+    )
+    if first is None:
+        first = last
+    if first is None:
+        return None
+    return first, later(first, last) or first
+
+
 def observe_event(raw_event: Mapping[str, Any]) -> EventSeen | None:
     """Read a core/v1 Event about a pod.
 
@@ -361,20 +381,10 @@ def observe_event(raw_event: Mapping[str, Any]) -> EventSeen | None:
     if pod_name is None or reason is None:
         return None
     series = as_map(event.get("series"))
-    first = (
-        parse_time(event.get("firstTimestamp"))
-        or parse_time(event.get("eventTime"))
-        or parse_time(meta.get("creationTimestamp"))
-    )
-    last = later(
-        parse_time(series.get("lastObservedTime")),
-        later(parse_time(event.get("lastTimestamp")), parse_time(event.get("eventTime"))),
-    )
-    if first is None:
-        first = last
-    if first is None:
+    times = _event_times(event, series, meta)
+    if times is None:
         return None
-    last = later(first, last) or first
+    first, last = times
     count = (
         as_int(series.get("count"), 1, MAX_COUNT) or as_int(event.get("count"), 1, MAX_COUNT) or 1
     )
@@ -483,40 +493,24 @@ def observe_endpoint_slice_change(
     old_namespace, before = _members(old)
     new_namespace, after = _members(new)
     namespace = new_namespace or old_namespace
-    seen: list[EndpointSeen] = []
-    for (name, address), member in after.items():
-        previous = before.get((name, address))
-        if previous == member:
-            continue
-        seen.append(
-            EndpointSeen(
-                namespace=namespace,
-                pod_name=name,
-                pod_uid=member.uid,
-                service=service,
-                address=address,
-                ready=member.ready,
-                serving=member.serving,
-                terminating=member.terminating,
-                removed=False,
-                time=now,
-            )
+    changed = [(at, member, False) for at, member in after.items() if before.get(at) != member]
+    gone = [
+        (at, _Member(member.uid, None, None, None), True)
+        for at, member in before.items()
+        if at not in after
+    ]
+    return [
+        EndpointSeen(
+            namespace=namespace,
+            pod_name=name,
+            pod_uid=member.uid,
+            service=service,
+            address=address,
+            ready=member.ready,
+            serving=member.serving,
+            terminating=member.terminating,
+            removed=removed,
+            time=now,
         )
-    for (name, address), member in before.items():
-        if (name, address) in after:
-            continue
-        seen.append(
-            EndpointSeen(
-                namespace=namespace,
-                pod_name=name,
-                pod_uid=member.uid,
-                service=service,
-                address=address,
-                ready=None,
-                serving=None,
-                terminating=None,
-                removed=True,
-                time=now,
-            )
-        )
-    return seen
+        for (name, address), member, removed in changed + gone
+    ]
