@@ -88,8 +88,7 @@ async def plugin(*args: str, env: dict[str, str] | None = None) -> tuple[int, st
         env=env or dict(os.environ),
     )
     out, err = await asyncio.wait_for(process.communicate(), timeout=60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+    return await process.wait(), out.decode(), err.decode()
 
 
 async def rollout_and_kill(h: Harness) -> Obj:
