@@ -110,28 +110,35 @@ def _cap(text: str) -> str:
 def _pod_facts(
     record: Record, pod: PodSeen, deletion: Deletion | None, now: datetime, limits: Limits
 ) -> list[Fact]:
+    """The pod's rules, then each container's, in the order their facts are reported."""
     uid = uid_of(record, pod.pod_uid)
-    facts: list[Fact] = []
-    if record.created is None:
-        owner = f" by {pod.owner.kind} {pod.owner.name}" if pod.owner else ""
-        facts.append(
-            Fact(
-                key=make_key(uid, FactType.CREATED),
-                type=FactType.CREATED,
-                time=pod.created or now,
-                summary=f"Pod created{owner}; phase Pending",
-                source=Source.STATUS if pod.created else Source.OBSERVED,
-                pod_uid=pod.pod_uid,
-            )
-        )
+    facts = _created_facts(record, pod, uid, now)
     facts += _phase_facts(record, pod, uid, now, limits)
     facts += _condition_facts(record, pod, uid, now, limits)
+    facts += _evicted_facts(record, pod, uid, now, limits)
     window = _window(deletion)
     facts += _deletion_facts(record, pod, uid, deletion, window)
     for container in pod.containers:
         if container.has_status:
             facts += _container_facts(record, pod, container, uid, window, now, limits)
     return facts
+
+
+def _created_facts(record: Record, pod: PodSeen, uid: str, now: datetime) -> list[Fact]:
+    """Created: the first sight of the pod, at its creationTimestamp."""
+    if record.created is not None:
+        return []
+    owner = f" by {pod.owner.kind} {pod.owner.name}" if pod.owner else ""
+    return [
+        Fact(
+            key=make_key(uid, FactType.CREATED),
+            type=FactType.CREATED,
+            time=pod.created or now,
+            summary=f"Pod created{owner}; phase Pending",
+            source=Source.STATUS if pod.created else Source.OBSERVED,
+            pod_uid=pod.pod_uid,
+        )
+    ]
 
 
 def _phase_time(pod: PodSeen, now: datetime) -> tuple[datetime, Source]:
@@ -209,22 +216,29 @@ def _condition_facts(
         if old is None and cond.status != "True" and cond.type not in _FIRST_SIGHT_FALSE:
             continue
         facts.append(_condition_fact(cond, pod, uid, now, limits))
-    if pod.reason == "Evicted" and record.pod_reason != "Evicted":
-        target = next((c for c in pod.conditions if c.type == "DisruptionTarget"), None)
-        time = target.last_transition_time if target else None
-        facts.append(
-            Fact(
-                key=make_key(uid, FactType.EVICTED),
-                type=FactType.EVICTED,
-                time=time or now,
-                summary=f"Evicted by the kubelet: {_text(pod.message, limits)}".rstrip(": "),
-                source=Source.STATUS if time else Source.OBSERVED,
-                reason=pod.reason,
-                message=kept_message(pod.message, limits),
-                pod_uid=pod.pod_uid,
-            )
-        )
     return facts
+
+
+def _evicted_facts(
+    record: Record, pod: PodSeen, uid: str, now: datetime, limits: Limits
+) -> list[Fact]:
+    """Evicted, from the pod's reason (a kubelet eviction), at its DisruptionTarget time."""
+    if pod.reason != "Evicted" or record.pod_reason == "Evicted":
+        return []
+    target = next((c for c in pod.conditions if c.type == "DisruptionTarget"), None)
+    time = target.last_transition_time if target else None
+    return [
+        Fact(
+            key=make_key(uid, FactType.EVICTED),
+            type=FactType.EVICTED,
+            time=time or now,
+            summary=f"Evicted by the kubelet: {_text(pod.message, limits)}".rstrip(": "),
+            source=Source.STATUS if time else Source.OBSERVED,
+            reason=pod.reason,
+            message=kept_message(pod.message, limits),
+            pod_uid=pod.pod_uid,
+        )
+    ]
 
 
 def _condition_fact(
@@ -353,27 +367,30 @@ def _container_facts(
     now: datetime,
     limits: Limits,
 ) -> list[Fact]:
+    """A container's rules, in the order their facts are reported."""
     seen = _Container(record, pod, c, uid, window, now, limits)
-    facts = _run_facts(seen) + _waiting_facts(seen)
-    old = seen.old
-    old_ready = old.ready if old else False
-    if c.ready != old_ready and (c.ready or c.state == "running"):
-        facts.append(_ready_fact(pod, c, uid, seen.label, now))
+    return _run_facts(seen) + _waiting_facts(seen) + _ready_facts(seen) + _startup_facts(seen)
+
+
+def _startup_facts(seen: _Container) -> list[Fact]:
+    """StartupProbePassed: the kubelet's started flag turned true under a startup probe."""
+    c, old = seen.c, seen.old
     old_started = old.started if old else None
-    if c.startup_probe and c.started is True and old_started is not True and c.state == "running":
-        facts.append(
-            Fact(
-                key=make_key(uid, c.name, "startup-passed", c.restart_count),
-                type=FactType.STARTUP_PROBE_PASSED,
-                time=now,
-                summary=f"{_cap(seen.label)} passed its startup probe",
-                source=Source.OBSERVED,
-                container=c.name,
-                probe=Probe.STARTUP,
-                pod_uid=pod.pod_uid,
-            )
+    started = c.started is True and old_started is not True and c.state == "running"
+    if not (c.startup_probe and started):
+        return []
+    return [
+        Fact(
+            key=make_key(seen.uid, c.name, "startup-passed", c.restart_count),
+            type=FactType.STARTUP_PROBE_PASSED,
+            time=seen.now,
+            summary=f"{_cap(seen.label)} passed its startup probe",
+            source=Source.OBSERVED,
+            container=c.name,
+            probe=Probe.STARTUP,
+            pod_uid=seen.pod.pod_uid,
         )
-    return facts
+    ]
 
 
 def _run_facts(seen: _Container) -> list[Fact]:
@@ -513,9 +530,17 @@ def _new_runs(
     return fresh
 
 
-def _ready_fact(pod: PodSeen, c: ContainerSeen, uid: str, label: str, now: datetime) -> Fact:
+def _ready_facts(seen: _Container) -> list[Fact]:
+    """ContainerReady, SidecarReady or ContainerNotReady: the ready flag changed.
+
+    Dated by the ContainersReady condition when it changed the same way since the start.
+    """
+    pod, c, old, uid, label = seen.pod, seen.c, seen.old, seen.uid, seen.label
+    old_ready = old.ready if old else False
+    if c.ready == old_ready or not (c.ready or c.state == "running"):
+        return []
     cond = next((x for x in pod.conditions if x.type == "ContainersReady"), None)
-    time, source = now, Source.OBSERVED
+    time, source = seen.now, Source.OBSERVED
     if (
         cond is not None
         and cond.last_transition_time is not None
@@ -530,17 +555,19 @@ def _ready_fact(pod: PodSeen, c: ContainerSeen, uid: str, label: str, now: datet
         summary = f"{_cap(label)} ready"
     else:
         fact_type, summary = FactType.CONTAINER_NOT_READY, f"{_cap(label)} not ready"
-    return Fact(
-        key=make_key(uid, c.name, "ready" if c.ready else "not-ready", c.restart_count),
-        type=fact_type,
-        time=time,
-        summary=summary,
-        source=source,
-        container=c.name,
-        last_time=time,
-        merge=Merge.ADD,
-        pod_uid=pod.pod_uid,
-    )
+    return [
+        Fact(
+            key=make_key(uid, c.name, "ready" if c.ready else "not-ready", c.restart_count),
+            type=fact_type,
+            time=time,
+            summary=summary,
+            source=source,
+            container=c.name,
+            last_time=time,
+            merge=Merge.ADD,
+            pod_uid=pod.pod_uid,
+        )
+    ]
 
 
 def _end_fact(seen: _Container, end: RunEnd, fallback: tuple[datetime, int] | None = None) -> Fact:
