@@ -6,11 +6,13 @@ either a recording fake or the real RecordWriter over the in-memory store of tes
 
 from __future__ import annotations
 
+import asyncio
 import types
 from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime
 from typing import Any, cast
 
+import pytest
 from tests.shell.test_persist import FakeStore, FakeTime, expected_status, make_writer
 from tests.shell.test_persist_faults import stored_record
 from tests.shell.test_streams import FakeWriter, ScriptedKube, added
@@ -286,3 +288,22 @@ async def test_after_catch_up_the_first_pod_listing_closes_records_of_vanished_p
     assert vanished.record.removal is not None and vanished.record.removal.time == NOW
     assert kept.record.removal is None
     assert [s.name for s in writer.records() if s.pending] == ["vanished"]
+
+
+# --- the runtime's loops ------------------------------------------------------------------------
+
+
+async def test_the_runtimes_loops_are_named_by_stream_and_namespace() -> None:
+    runtime = runtime_of(ScriptedKube(), a_writer(), PodtrailSettings(namespaces=("a", "b")))
+
+    handlers._spawn_loops(runtime, {"a": "1", "b": "2"})
+    try:
+        per_namespace = ("records", "pods", "pod-events", "endpoint-slices")
+        assert sorted(runtime.tasks) == sorted(
+            [handlers.WRITER_TASK, "sweep"] + [f"{s}-{n}" for s in per_namespace for n in "ab"]
+        )
+        assert all(task.get_name() == name for name, task in runtime.tasks.items())
+        with pytest.raises(ValueError, match="sweep"):
+            runtime.spawn("sweep", asyncio.Event().wait())  # closed unrun: no warning
+    finally:
+        await handlers._cancel(list(runtime.tasks.values()))
