@@ -39,6 +39,7 @@ from tests.support.cluster import (  # noqa: E402
     Collected,
     choose_cluster,
     plan_skips,
+    run_kubectl,
     single_kubeconfig,
 )
 
@@ -73,13 +74,7 @@ class KubeCluster:
 
     def kubectl_run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run kubectl against this cluster and return the completed process (text output)."""
-        return subprocess.run(
-            [self.kubectl, "--kubeconfig", str(self.kubeconfig), *args],
-            capture_output=True,
-            text=True,
-            check=check,
-            timeout=120,
-        )
+        return run_kubectl(self.kubectl, str(self.kubeconfig), *args, check=check)
 
 
 def _say(config: pytest.Config, line: str) -> None:

@@ -25,12 +25,9 @@ KIND_GAPS = {
 
 @pytest.fixture(scope="session")
 async def kube(kube_cluster: Any) -> AsyncIterator[Kube]:
-    """One API connection for the cluster tests."""
-    connection = await Kube.connect(str(kube_cluster.kubeconfig))
-    try:
+    """One API connection for the cluster tests (pods read as client models: V1Pod)."""
+    async with Kube.opened(str(kube_cluster.kubeconfig), models=True) as connection:
         yield connection
-    finally:
-        await connection.close()
 
 
 @pytest.fixture(autouse=True)

@@ -20,11 +20,9 @@ WORKFLOWS = REPO / ".github" / "workflows"
 
 Obj = dict[str, Any]
 
-
-def kubectl_path() -> str | None:
-    """A kubectl for rendering: the one cluster/context.sh uses (the local cluster's, built for
-    its version, when there is one; else the one on PATH)."""
-    return find_kubectl()
+# A kubectl for rendering: the one cluster/context.sh uses (the local cluster's, built for its
+# version, when there is one; else the one on PATH), under the name the deploy tests import.
+kubectl_path = find_kubectl
 
 
 def render(kubectl: str, path: Path) -> list[Obj]:

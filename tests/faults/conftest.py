@@ -20,9 +20,11 @@ import pytest
 from tests.faults.support import FAULT_ENV, FIGURES, OUT_DIR, FaultHarness, figures_markdown
 from tests.support.cluster import LOCAL_NODE
 from tests.support.kube import Kube
-from tests.support.operator import REPO
+from tests.support.operator import apply_crds
+from tests.support.scenarios import Scenarios, plays_marker, scenario_of
 
 Scenario = Callable[[FaultHarness], Awaitable[Any]]
+MARKER = "fault_scenario"
 HERE = Path(__file__).resolve().parent
 # Stops, freezes and restarts the local cluster's kube-apiserver process, compacts its etcd.
 LOCAL_NODE_MODULES = frozenset({"test_apiserver.py"})
@@ -30,13 +32,12 @@ LOCAL_NODE_MODULES = frozenset({"test_apiserver.py"})
 
 def plays(scenario: Scenario, *, exclusive: bool = False) -> pytest.MarkDecorator:
     """Mark a test as asserting on what `scenario` returns."""
-    # with_args: a lone callable given to a mark would be taken as the function to decorate.
-    return pytest.mark.fault_scenario.with_args(scenario, exclusive=exclusive)
+    return plays_marker(MARKER, scenario, exclusive)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "fault_scenario(fn, exclusive=False): the fault scenario a test awaits"
+        "markers", f"{MARKER}(fn, exclusive=False): the fault scenario a test awaits"
     )
 
 
@@ -71,25 +72,13 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 @pytest.fixture(scope="session")
 async def fault_kube(kube_cluster: Any) -> AsyncIterator[Kube]:
-    connection = await Kube.connect(str(kube_cluster.kubeconfig))
-    try:
+    async with Kube.opened(str(kube_cluster.kubeconfig)) as connection:
         yield connection
-    finally:
-        await connection.close()
 
 
 @pytest.fixture(scope="session")
 def crd_applied(kube_cluster: Any) -> None:
-    for args in (
-        ["apply", "-k", str(REPO / "crds")],
-        [
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/podlifecyclerecords.podtrail.io",
-        ],
-    ):
-        kube_cluster.kubectl_run(*args)
+    apply_crds(kube_cluster.kubectl, str(kube_cluster.kubeconfig))
 
 
 @pytest.fixture(scope="session")
@@ -99,32 +88,9 @@ async def fault_runs(
     log_dir = OUT_DIR / "logs" / time.strftime("%Y%m%d-%H%M%S")
     log_dir.mkdir(parents=True, exist_ok=True)
     harness = FaultHarness(fault_kube, str(kube_cluster.kubeconfig), log_dir, kube_cluster.kubectl)
-    shared: dict[Scenario, asyncio.Task[Any]] = {}
-    exclusive: list[Scenario] = []
-    for item in request.session.items:
-        if any(m.name == "skip" for m in item.iter_markers()):
-            continue
-        for marker in item.iter_markers("fault_scenario"):
-            fn = marker.args[0]
-            if marker.kwargs.get("exclusive"):
-                if fn not in exclusive:
-                    exclusive.append(fn)
-            elif fn not in shared:
-                shared[fn] = asyncio.create_task(fn(harness), name=fn.__name__)
-
-    async def after_the_others(fn: Scenario) -> Any:
-        await asyncio.gather(*shared.values(), return_exceptions=True)
-        for earlier in exclusive[: exclusive.index(fn)]:
-            await asyncio.gather(tasks[earlier], return_exceptions=True)
-        return await fn(harness)
-
-    tasks = dict(shared)
-    for fn in exclusive:
-        tasks[fn] = asyncio.create_task(after_the_others(fn), name=fn.__name__)
-    yield tasks
-    for task in tasks.values():
-        task.cancel()
-    await asyncio.gather(*tasks.values(), return_exceptions=True)
+    played = Scenarios(harness, request.session.items, MARKER)
+    yield played.tasks
+    await played.cancel()
     await harness.clean_up()
     print(f"\noperator logs: {log_dir}")
 
@@ -134,9 +100,7 @@ async def outcome(
     request: pytest.FixtureRequest, fault_runs: dict[Scenario, asyncio.Task[Any]]
 ) -> Any:
     """The result of this test's scenario (its exception, if it failed)."""
-    marker = request.node.get_closest_marker("fault_scenario")
-    assert marker is not None, "a fault test names its scenario with @plays(fn)"
-    task = fault_runs[marker.args[0]]
+    task = fault_runs[scenario_of(request, MARKER)]
     try:
         return await task
     except Exception:

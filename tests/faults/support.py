@@ -9,32 +9,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
 import os
 import signal
 import subprocess
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from kubernetes_asyncio import client, watch
+from kubernetes_asyncio import watch
 from kubernetes_asyncio.client.exceptions import ApiException
-from tests.support.kube import Kube, wait_for
+from tests.support.cluster import run_kubectl
+from tests.support.kube import Kube
 from tests.support.operator import REPO, OperatorProcess, operator_flags
+from tests.support.records import GROUP as GROUP
+from tests.support.records import PLURAL as PLURAL
+from tests.support.records import RECORD_BUDGET_BYTES as RECORD_BUDGET_BYTES
+from tests.support.records import VERSION as VERSION
+from tests.support.records import Obj as Obj
+from tests.support.records import describe as describe
+from tests.support.records import duplicate_keys as duplicate_keys
+from tests.support.records import entries as entries
+from tests.support.records import record_bytes as record_bytes
+from tests.support.records import status_of as status_of
+from tests.support.records import timeline as timeline
+from tests.support.scenarios import ScenarioHarness
 
 FAULT_ENV = "PODTRAIL_FAULT_TESTS"
 KEEP_ENV = "PODTRAIL_FAULTS_KEEP"
 OUT_DIR = REPO / "out" / "faults"
-GROUP, VERSION, PLURAL = "podtrail.io", "v1alpha1", "podlifecyclerecords"
-RECORD_BUDGET_BYTES = 256 * 1024  # the spec's aim for any record
-
-Obj = dict[str, Any]
-
-_ports = itertools.count(18_300, 2)  # each operator takes two: health, metrics
 
 FIGURES: dict[str, dict[str, Any]] = {}
 
@@ -75,24 +80,26 @@ def optional_flags(*pairs: tuple[str, str | None]) -> list[str]:
     return args
 
 
-class FaultHarness:
+class FaultHarness(ScenarioHarness):
     """What a scenario gets: the API, namespaces it owns, operators scoped to them."""
 
     def __init__(self, kube: Kube, kubeconfig: str, log_dir: Path, kubectl: str) -> None:
-        self.kube = kube
+        super().__init__(kube, prefix="fault", keep_env=KEEP_ENV)
         self.kubeconfig = kubeconfig
         self.kubectl = kubectl
         self.log_dir = log_dir
-        self.custom = client.CustomObjectsApi(kube.api)
-        self.namespaces: list[str] = []
+        self.custom = kube.custom
         self.operators: list[OperatorProcess] = []
         self.cleanups: list[Callable[[], Awaitable[None]]] = []
-
-    async def namespace(self, prefix: str, labels: Mapping[str, str] | None = None) -> str:
-        """A fresh namespace, deleted when the session ends."""
-        name = await self.kube.create_namespace(f"fault-{prefix}", dict(labels or {}))
-        self.namespaces.append(name)
-        return name
+        # The client's reads and waits, as the scenarios call them on the harness.
+        self.plain = kube.plain
+        self.create_pod = kube.create_pod
+        self.pod = kube.read_pod
+        self.pods = kube.pods
+        self.record = kube.record
+        self.records = kube.records
+        self.record_count = kube.record_count
+        self.wait_record = kube.wait_record
 
     def operator(
         self,
@@ -102,13 +109,12 @@ class FaultHarness:
         kubeconfig: str | None = None,
         lease: bool = True,
     ) -> OperatorProcess:
-        """An operator scoped to `namespaces`, on ports of its own, with a lease of its own.
+        """An operator scoped to `namespaces`, on free ports of its own, with a lease of its own.
 
         With `lease=False` it runs without leader election (when the operator has the option).
         `start()` returns once it leads.
         """
         scope = list(namespaces)
-        health = next(_ports)
         args = list(extra)
         if not lease:
             args += optional_flags(("--no-leader-election", None))
@@ -121,8 +127,6 @@ class FaultHarness:
             self.log_dir,
             name=name,
             namespaces=scope,
-            health_port=health,
-            metrics_port=health + 1,
             extra_args=args,
             until_leading=True,
         )
@@ -131,13 +135,7 @@ class FaultHarness:
 
     def kubectl_run(self, *args: str) -> str:
         """kubectl against the cluster (admin); its output. Raises when it fails."""
-        done = subprocess.run(
-            [self.kubectl, "--kubeconfig", self.kubeconfig, *args],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=60,
-        )
+        done = run_kubectl(self.kubectl, self.kubeconfig, *args, check=False, timeout=60)
         if done.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed: {done.stderr.strip()}")
         return done.stdout
@@ -150,143 +148,7 @@ class FaultHarness:
         for cleanup in reversed(self.cleanups):
             with contextlib.suppress(Exception):
                 await cleanup()
-        if os.environ.get(KEEP_ENV) == "1":
-            return
-        for name in self.namespaces:
-            with contextlib.suppress(Exception):
-                await self.kube.delete_namespace(name)
-
-    # --- objects as plain dicts ---------------------------------------------------------------
-
-    def plain(self, obj: Any) -> Obj:
-        """A client model as the API's JSON (camelCase keys)."""
-        data: Obj = self.kube.api.sanitize_for_serialization(obj)
-        return data
-
-    async def create_pod(self, namespace: str, body: Obj) -> Obj:
-        return self.plain(await self.kube.core.create_namespaced_pod(namespace, body))
-
-    async def pod(self, namespace: str, name: str) -> Obj | None:
-        try:
-            return self.plain(await self.kube.core.read_namespaced_pod(name, namespace))
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
-
-    async def pods(self, namespace: str) -> list[Obj]:
-        listing = await self.kube.core.list_namespaced_pod(namespace)
-        return [self.plain(item) for item in listing.items]
-
-    async def record(self, namespace: str, name: str) -> Obj | None:
-        try:
-            found: Obj = await self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, name
-            )
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
-        return found
-
-    async def records(self, namespace: str) -> list[Obj]:
-        """Every record of a namespace, a page at a time."""
-        items: list[Obj] = []
-        token = ""
-        while True:
-            page = await self.custom.list_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, limit=500, _continue=token
-            )
-            items += page.get("items") or []
-            token = (page.get("metadata") or {}).get("continue") or ""
-            if not token:
-                return items
-
-    async def record_count(self, namespace: str) -> int:
-        """How many records a namespace holds (metadata pages only)."""
-        count, token = 0, ""
-        while True:
-            page = await self.custom.list_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, limit=5000, _continue=token
-            )
-            count += len(page.get("items") or [])
-            token = (page.get("metadata") or {}).get("continue") or ""
-            if not token:
-                return count
-
-    async def wait_record(
-        self,
-        namespace: str,
-        name: str,
-        condition: Callable[[Obj], bool],
-        *,
-        timeout: float = 90,
-        what: str = "the record to match",
-        interval: float = 0.5,
-    ) -> Obj:
-        last: list[Obj | None] = [None]
-
-        async def probe() -> Obj | None:
-            found = await self.record(namespace, name)
-            last[0] = found
-            return found if found is not None and condition(found) else None
-
-        async def shown() -> str:
-            return describe(last[0])
-
-        return await wait_for(
-            probe,
-            timeout=timeout,
-            what=f"record {namespace}/{name}: {what}",
-            interval=interval,
-            describe=shown,
-        )
-
-
-# --- reading records -----------------------------------------------------------------------------
-
-
-def status_of(obj: Obj | None) -> Obj:
-    status: Obj = (obj or {}).get("status") or {}
-    return status
-
-
-def timeline(record: Obj) -> list[Obj]:
-    return list(status_of(record).get("timeline") or [])
-
-
-def entries(record: Obj, kind: str, container_name: str | None = None) -> list[Obj]:
-    return [
-        e
-        for e in timeline(record)
-        if e.get("type") == kind
-        and (container_name is None or e.get("container") == container_name)
-    ]
-
-
-def duplicate_keys(record: Obj) -> list[str]:
-    """Timeline keys that occur more than once (each fact must be recorded once)."""
-    tracking = (record.get("status") or {}).get("tracking") or {}
-    keys = Counter(str(k) for k in tracking.get("timelineKeys") or [])
-    return sorted(key for key, count in keys.items() if count > 1)
-
-
-def record_bytes(record: Obj) -> int:
-    """The record's size as JSON, as etcd stores it (near enough)."""
-    return len(json.dumps(record, separators=(",", ":")).encode())
-
-
-def describe(record: Obj | None) -> str:
-    """A record's timeline as lines, for failure messages."""
-    if record is None:
-        return "<no record>"
-    status = status_of(record)
-    lines = [f"outcome={status.get('outcome')} phase={status.get('phase')}"]
-    lines += [
-        f"  {e.get('time')} {e.get('type')} [{e.get('container', '')}] {e.get('summary')}"
-        for e in timeline(record)
-    ]
-    return "\n".join(lines[:80])
+        await super().clean_up()
 
 
 # --- a pod watch kept by the test itself ---------------------------------------------------------

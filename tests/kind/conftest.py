@@ -8,7 +8,8 @@ cluster/context.sh) is a kind cluster (a ``kind-`` context whose nodes' ``provid
     .venv/bin/pytest tests/kind
 
 The operator is the one deployed in the cluster (``kubectl apply -k manifests/``, e.g. through
-``image/deploy.sh``) when its Deployment is ready, else one started here from the working tree.
+``image/deploy.sh``) when its Deployment is there, else one started here from the working tree
+(tests/support/operator.py; ``PODTRAIL_E2E_OPERATOR=deployed`` insists on the deployed one).
 ``docker stop``/``docker start`` reach the node containers through the project's Docker engine
 (``/run/podtrail-docker.sock``) when it runs, else through ``DOCKER_HOST`` or the default one.
 A test that opens the project's local cluster next to kind (the ``local_cluster`` fixture) is
@@ -19,25 +20,23 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes_asyncio import client, config
-from kubernetes_asyncio.client.exceptions import ApiException
-from tests.e2e.support import Kube
-from tests.support.cluster import BESIDE_LOCAL, find_kubectl
+from kubernetes_asyncio import client
+from tests.support.cluster import BESIDE_LOCAL, run_kubectl
+from tests.support.kube import Kube
+from tests.support.operator import DeployedOperator as DeployedOperator
+from tests.support.operator import Operator, OperatorProcess, suite_operator
 
 REPO = Path(__file__).resolve().parents[2]
 PROJECT_DOCKER_SOCKET = Path(os.environ.get("PODTRAIL_DOCKER_SOCKET", "/run/podtrail-docker.sock"))
-OPERATOR_NAMESPACE, OPERATOR_NAME = "podtrail-system", "podtrail"
+LocalOperator = OperatorProcess  # the operator run here from the working tree
 CONTROL_PLANE_LABEL = "node-role.kubernetes.io/control-plane"
 
 
@@ -64,14 +63,6 @@ def docker_command() -> list[str]:
     return ["docker"]
 
 
-def kubectl_path() -> str:
-    """The kubectl cluster/context.sh finds (the session's, when no session chose one)."""
-    found = find_kubectl()
-    if found is None:
-        raise RuntimeError("no kubectl: put one on PATH")
-    return found
-
-
 @dataclass
 class KindCluster:
     """The kind cluster under test."""
@@ -81,20 +72,14 @@ class KindCluster:
     control_plane: str
     workers: list[str]
     docker: list[str]
-    kubectl_bin: str = field(default_factory=kubectl_path)
+    kubectl_bin: str  # the session's (cluster/context.sh's choice)
 
     @property
     def nodes(self) -> list[str]:
         return [self.control_plane, *self.workers]
 
     def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [self.kubectl_bin, "--kubeconfig", self.kubeconfig, *args],
-            capture_output=True,
-            text=True,
-            check=check,
-            timeout=120,
-        )
+        return run_kubectl(self.kubectl_bin, self.kubeconfig, *args, check=check)
 
     def docker_run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -137,11 +122,7 @@ async def kind(kube_cluster: Any) -> AsyncIterator[KindCluster]:
     # A kind context: anything wrong with the cluster is a failure, not a reason to skip.
     give_up = pytest.fail if kube_cluster.flavour == "kind" else pytest.skip
     kubeconfig = str(kube_cluster.kubeconfig)
-    configuration = client.Configuration()
-    await config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-    api = client.ApiClient(configuration)
-    kube = Kube(api)
-    try:
+    async with Kube.opened(kubeconfig) as kube:
         nodes = (await kube.core.list_node()).items
         if not nodes or not all((n.spec.provider_id or "").startswith("kind://") for n in nodes):
             give_up(f"context {kube_cluster.context} is not a kind cluster (providerID kind://)")
@@ -157,164 +138,19 @@ async def kind(kube_cluster: Any) -> AsyncIterator[KindCluster]:
         yield KindCluster(
             kubeconfig, kube, control[0], workers, docker_command(), kube_cluster.kubectl
         )
-    finally:
-        await api.close()
-
-
-class LocalOperator:
-    """The operator run from the working tree against the kind cluster (no ports opened)."""
-
-    where = "local"
-
-    def __init__(self, kind: KindCluster) -> None:
-        self.kind = kind
-        self.log_path = Path(tempfile.mkdtemp(prefix="podtrail-kind-")) / "operator.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    async def start(self) -> None:
-        self.kind.kubectl("apply", "-k", str(REPO / "crds"))
-        self.kind.kubectl(
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/podlifecyclerecords.podtrail.io",
-        )
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "podtrail",
-                    "--kubeconfig",
-                    self.kind.kubeconfig,
-                    "--log-format",
-                    "json",
-                    "--coalesce-seconds",
-                    "0.5",
-                    "--sweep-seconds",
-                    "2",
-                    "--health-port",
-                    "0",
-                    "--metrics-port",
-                    "0",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=REPO,
-            )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the operator exited:\n{self.tail()}")
-            if self.log_path.exists() and "podtrail started" in self.log_path.read_text():
-                return
-            await asyncio.sleep(0.3)
-        raise RuntimeError(f"the operator did not start in 60 s:\n{self.tail()}")
-
-    async def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        for _ in range(100):
-            if self.process.poll() is not None:
-                return
-            await asyncio.sleep(0.2)
-        self.process.kill()
-        self.process.wait(timeout=10)
-
-    async def keep_off(self, node: str) -> None:
-        """Nothing to move: this operator runs on the machine, not on a node."""
-
-    def tail(self, lines: int = 30) -> str:
-        if not self.log_path.exists():
-            return "<no log>"
-        return "\n".join(self.log_path.read_text().splitlines()[-lines:])
-
-
-class DeployedOperator:
-    """The operator deployed in the cluster by the manifests users apply."""
-
-    where = "deployed"
-
-    def __init__(self, kind: KindCluster) -> None:
-        self.kind = kind
-
-    async def pods(self) -> list[client.V1Pod]:
-        listing = await self.kind.kube.core.list_namespaced_pod(
-            OPERATOR_NAMESPACE, label_selector=f"app.kubernetes.io/name={OPERATOR_NAME}"
-        )
-        return [p for p in listing.items if p.metadata.deletion_timestamp is None]
-
-    async def wait_ready(self, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            deployment = await self.kind.kube.apps.read_namespaced_deployment(
-                OPERATOR_NAME, OPERATOR_NAMESPACE
-            )
-            status = deployment.status
-            wanted = deployment.spec.replicas or 0
-            if wanted and (status.ready_replicas or 0) == wanted == (status.replicas or 0):
-                return
-            await asyncio.sleep(0.5)
-        raise AssertionError(f"the operator's Deployment is not ready after {timeout:g} s")
-
-    async def keep_off(self, node: str) -> None:
-        """Move the operator off the node that is about to be stopped (cordon, delete, uncordon)."""
-        on_node = [p for p in await self.pods() if p.spec.node_name == node]
-        if not on_node:
-            return
-        self.kind.kubectl("cordon", node)
-        try:
-            for pod in on_node:
-                await self.kind.kube.core.delete_namespaced_pod(
-                    pod.metadata.name, OPERATOR_NAMESPACE
-                )
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                pods = await self.pods()
-                if pods and all(p.spec.node_name and p.spec.node_name != node for p in pods):
-                    break
-                await asyncio.sleep(0.5)
-            await self.wait_ready()
-        finally:
-            self.kind.kubectl("uncordon", node)
-        assert all(p.spec.node_name != node for p in await self.pods()), "operator still there"
-
-    def tail(self, lines: int = 30) -> str:
-        result = self.kind.kubectl(
-            "-n",
-            OPERATOR_NAMESPACE,
-            "logs",
-            f"deploy/{OPERATOR_NAME}",
-            f"--tail={lines}",
-            check=False,
-        )
-        return result.stdout + result.stderr
 
 
 @pytest.fixture(scope="session")
-async def operator(kind: KindCluster) -> AsyncIterator[LocalOperator | DeployedOperator]:
-    deployed = DeployedOperator(kind)
-    try:
-        await kind.kube.apps.read_namespaced_deployment(OPERATOR_NAME, OPERATOR_NAMESPACE)
-        has_deployment = True
-    except ApiException as error:
-        if error.status != 404:
-            raise
-        has_deployment = False
-    if has_deployment:
-        await deployed.wait_ready()
-        yield deployed
-        return
-    if os.environ.get("PODTRAIL_E2E_OPERATOR") == "deployed":
-        pytest.fail("PODTRAIL_E2E_OPERATOR=deployed but no operator is deployed (make deploy)")
-    local = LocalOperator(kind)
-    try:
-        await local.start()
-        yield local
-    finally:
-        await local.stop()  # also when it did not start: no process is left behind
-        print(f"\noperator log: {local.log_path}")
+async def operator(kind: KindCluster) -> AsyncIterator[Operator]:
+    """The deployed operator when there is one, else one run here (stopped at the end)."""
+    async with suite_operator(
+        kind.kube,
+        kind.kubectl_bin,
+        kind.kubeconfig,
+        deployed=True if os.environ.get("PODTRAIL_E2E_OPERATOR") == "deployed" else None,
+        suite="kind",
+    ) as running:
+        yield running
 
 
 def node_address(node: client.V1Node) -> str:

@@ -3,11 +3,11 @@
 ``choose_cluster`` runs ``cluster/context.sh`` (KUBECONFIG, else ~/.kube/config when it answers,
 else the project's local cluster, brought up with ``ensure``) and returns what it exported;
 ``find_kubectl`` is the same script's way to find kubectl, for the tests that only render
-manifests. ``single_kubeconfig`` turns a KUBECONFIG list into one file (the clients and the
-operator take one path). ``plan_skips`` decides which collected tests cannot run on the chosen
-cluster: those marked ``local_node`` (they act on the local cluster's host processes) anywhere
-but on the local cluster, those marked ``beside_local`` (they use the local cluster next to the
-session's one) unless asked for.
+manifests; ``run_kubectl`` runs the chosen one against a kubeconfig. ``single_kubeconfig`` turns
+a KUBECONFIG list into one file (the clients and the operator take one path). ``plan_skips``
+decides which collected tests cannot run on the chosen cluster: those marked ``local_node`` (they
+act on the local cluster's host processes) anywhere but on the local cluster, those marked
+``beside_local`` (they use the local cluster next to the session's one) unless asked for.
 """
 
 from __future__ import annotations
@@ -158,6 +158,19 @@ def find_kubectl() -> str | None:
     )
     found = proc.stdout.strip().splitlines()
     return found[-1] if proc.returncode == 0 and found else None
+
+
+def run_kubectl(
+    kubectl: str, kubeconfig: str, *args: str, check: bool = True, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """kubectl against the kubeconfig's cluster; the completed process (text output)."""
+    return subprocess.run(
+        [kubectl, "--kubeconfig", kubeconfig, *args],
+        capture_output=True,
+        text=True,
+        check=check,
+        timeout=timeout,
+    )
 
 
 def single_kubeconfig(choice: ClusterChoice, directory: Path) -> Path:

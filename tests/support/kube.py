@@ -1,24 +1,33 @@
-"""Async helpers for tests against a real cluster, on kubernetes_asyncio.
+"""The tests' one API client, on kubernetes_asyncio, for every suite that needs a cluster.
 
-Generic on purpose: a uniquely named namespace per scenario (deleted afterwards), server-side
-apply of manifest dicts, polling waits with a timeout that say what they waited for, and reads
-of pods, their events and logs. Every call goes through one ``ApiClient`` built from a
-kubeconfig file (the ``kube_cluster`` fixture's).
+Independent of the operator's code on purpose. ``Kube`` holds one ``ApiClient`` (from a
+kubeconfig file: the ``kube_cluster`` fixture's) and what the suites share: uniquely named
+namespaces (deleted afterwards), server-side apply of manifest dicts, pods created, read,
+deleted and waited for, their events and logs, PodLifecycleRecords read and waited for, and
+polling waits with a timeout that say what they waited for and what they last saw.
+
+Pods come back as the API's JSON (plain dicts, camelCase keys), as records do; a client made with
+``models=True`` returns them as kubernetes_asyncio models (V1Pod) instead, for the tests that
+read them that way. The predicates below take either form.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime
+from types import TracebackType
 from typing import Any, TypeVar
 
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.dynamic import DynamicClient
+from tests.support.records import GROUP, PLURAL, VERSION, Obj, describe
 
 T = TypeVar("T")
 FIELD_MANAGER = "podtrail-tests"
@@ -49,35 +58,101 @@ async def wait_for(
         await asyncio.sleep(interval)
 
 
-class Kube:
-    """One API connection and the helpers the cluster tests share."""
+async def _wait_read(
+    read: Callable[[], Awaitable[Any]],
+    predicate: Callable[[Any], bool],
+    shown: Callable[[Any], str],
+    *,
+    timeout: float,
+    what: str,
+    interval: float,
+) -> Any:
+    """Read an object (None: not there) until ``predicate`` holds for it; return it. A timeout
+    says how the last one read looked (``shown``)."""
+    last: list[Any] = [None]
 
-    def __init__(self, api: client.ApiClient) -> None:
+    async def probe() -> Any:
+        current = await read()
+        last[0] = current
+        return current if current is not None and predicate(current) else None
+
+    async def describe_last() -> str:
+        return shown(last[0])
+
+    return await wait_for(
+        probe, timeout=timeout, what=what, interval=interval, describe=describe_last
+    )
+
+
+class Kube:
+    """One API connection and the helpers the cluster tests share (see the module's docstring)."""
+
+    def __init__(self, api: client.ApiClient, *, models: bool = False) -> None:
         self.api = api
+        self.models = models
         self.core = client.CoreV1Api(api)
         self.apps = client.AppsV1Api(api)
         self.discovery = client.DiscoveryV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+        self.scheduling = client.SchedulingV1Api(api)
         self._dynamic: DynamicClient | None = None
 
     @classmethod
-    async def connect(cls, kubeconfig: str) -> Kube:
+    async def connect(cls, kubeconfig: str, *, models: bool = False) -> Kube:
         """Build a client from a kubeconfig file (its current context)."""
         configuration = client.Configuration()
         await config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-        return cls(client.ApiClient(configuration))
+        return cls(client.ApiClient(configuration), models=models)
+
+    @classmethod
+    @asynccontextmanager
+    async def opened(cls, kubeconfig: str, *, models: bool = False) -> AsyncIterator[Kube]:
+        """A client for the block (a fixture's lifetime), closed when it ends."""
+        kube = await cls.connect(kubeconfig, models=models)
+        try:
+            yield kube
+        finally:
+            await kube.close()
 
     async def close(self) -> None:
         """Close the HTTP session."""
         await self.api.close()
 
+    def plain(self, obj: Any) -> Obj:
+        """A client model as the API's JSON (camelCase keys)."""
+        data: Obj = self.api.sanitize_for_serialization(obj)
+        return data
+
+    async def _json(self, pending: Awaitable[Any]) -> Obj:
+        """The JSON of a call made with ``_preload_content=False``; ApiException unless 2xx."""
+        response = await pending
+        try:
+            payload = await response.read()
+        finally:
+            response.release()
+        if not 200 <= response.status <= 299:  # raw responses are not checked by the client
+            error = ApiException(status=response.status, reason=response.reason)
+            error.body = payload
+            raise error
+        data: Obj = json.loads(payload)
+        return data
+
     # --- namespaces ----------------------------------------------------------------------------
 
-    async def create_namespace(self, prefix: str, labels: dict[str, str] | None = None) -> str:
+    async def create_namespace(
+        self,
+        prefix: str,
+        labels: Mapping[str, str] | None = None,
+        annotations: Mapping[str, str] | None = None,
+    ) -> str:
         """Create a uniquely named namespace and wait until pods can be created in it."""
         name = f"{prefix}-{secrets.token_hex(3)}"
-        body: Any = {  # a dict: the client takes one where its types say V1Namespace
-            "metadata": {"name": name, "labels": {TEST_LABEL: "true", **(labels or {})}},
-        }
+        meta: Obj = {"name": name, "labels": {TEST_LABEL: "true", **(labels or {})}}
+        if annotations:
+            meta["annotations"] = dict(annotations)
+        body: Any = {
+            "metadata": meta
+        }  # a dict: the client takes one where its types say V1Namespace
         await self.core.create_namespace(body)
 
         async def has_default_sa() -> bool:
@@ -107,14 +182,17 @@ class Kube:
                 interval=1,
             )
 
-    @asynccontextmanager
-    async def namespace(self, prefix: str, wait_deleted: bool = False) -> AsyncIterator[str]:
-        """A fresh namespace for the block; deleted when the block ends."""
-        name = await self.create_namespace(prefix)
-        try:
-            yield name
-        finally:
-            await self.delete_namespace(name, wait=wait_deleted)
+    def namespace(
+        self,
+        prefix: str,
+        *,
+        labels: Mapping[str, str] | None = None,
+        annotations: Mapping[str, str] | None = None,
+        wait_deleted: bool = False,
+    ) -> NewNamespace:
+        """A fresh namespace: ``await`` it for its name (the caller deletes it), or use it as
+        ``async with kube.namespace(...) as name`` to have it deleted when the block ends."""
+        return NewNamespace(self, prefix, labels, annotations, wait_deleted)
 
     # --- objects -------------------------------------------------------------------------------
 
@@ -133,60 +211,79 @@ class Kube:
             force_conflicts=True,
         )
 
-    async def read_pod(self, namespace: str, name: str) -> client.V1Pod:
-        """The pod as the API has it now."""
-        return await self.core.read_namespaced_pod(name, namespace)
+    # --- pods ----------------------------------------------------------------------------------
+
+    async def create_pod(self, namespace: str, body: Obj) -> Any:
+        """Create a pod from a manifest dict; returns it as stored."""
+        manifest: Any = body  # a dict: the client takes one for a V1Pod
+        if self.models:
+            return await self.core.create_namespaced_pod(namespace, manifest)
+        return await self._json(
+            self.core.create_namespaced_pod(namespace, manifest, _preload_content=False)
+        )
+
+    async def read_pod(self, namespace: str, name: str) -> Any:
+        """The pod as the API has it now (a dict, or a V1Pod with ``models``); None when gone."""
+        try:
+            if self.models:
+                return await self.core.read_namespaced_pod(name, namespace)
+            return await self._json(
+                self.core.read_namespaced_pod(name, namespace, _preload_content=False)
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def pods(self, namespace: str) -> list[Obj]:
+        """Every pod of a namespace, as dicts."""
+        listing = await self._json(self.core.list_namespaced_pod(namespace, _preload_content=False))
+        return list(listing.get("items") or [])
 
     async def wait_pod(
         self,
         namespace: str,
         name: str,
-        predicate: Callable[[client.V1Pod], bool],
+        predicate: Callable[[Any], bool],
         *,
-        timeout: float = 60,
+        timeout: float = 90,
         what: str = "the condition",
         interval: float = 0.25,
-    ) -> client.V1Pod:
+    ) -> Any:
         """Poll the pod until ``predicate(pod)`` holds; return that pod."""
-        last: list[client.V1Pod | None] = [None]
 
-        async def probe() -> client.V1Pod | None:
-            try:
-                pod = await self.read_pod(namespace, name)
-            except ApiException as exc:
-                if exc.status == 404:
-                    return None
-                raise
-            last[0] = pod
-            return pod if predicate(pod) else None
-
-        async def describe() -> str:
-            pod = last[0]
-            if pod is None:
+        def shown(current: Any) -> str:
+            if current is None:
                 return "no such pod"
-            return f"phase={pod.status.phase} conditions={pod.status.conditions} " + (
-                f"containers={pod.status.container_statuses}"
+            status = _field(current, "status") or {}
+            return (
+                f"phase={_field(status, 'phase')} conditions={_field(status, 'conditions')} "
+                f"containers={_field(status, 'containerStatuses')}"
             )
 
-        return await wait_for(
-            probe,
+        return await _wait_read(
+            lambda: self.read_pod(namespace, name),
+            predicate,
+            shown,
             timeout=timeout,
             what=f"pod {namespace}/{name}: {what}",
             interval=interval,
-            describe=describe,
         )
 
     async def delete_pod(self, namespace: str, name: str, grace: int | None = None) -> Any:
         """Delete a pod (with the given grace period, else its own); returns the API's answer."""
-        options: dict[str, Any] = {} if grace is None else {"grace_period_seconds": grace}
+        options: dict[str, Any] = {}
+        if grace is not None:
+            options["body"] = client.V1DeleteOptions(grace_period_seconds=grace)
         return await self.core.delete_namespaced_pod(name, namespace, **options)
 
     async def wait_pod_gone(self, namespace: str, name: str, timeout: float = 120) -> None:
         """Wait until the pod object no longer exists."""
         await wait_for(
-            lambda: self._gone(self.read_pod(namespace, name)),
+            lambda: self._gone(self.core.read_namespaced_pod(name, namespace)),
             timeout=timeout,
             what=f"pod {namespace}/{name} to be gone",
+            interval=0.5,
         )
 
     async def remove_finalizers(self, namespace: str, name: str) -> None:
@@ -212,6 +309,77 @@ class Kube:
         result: str = await self.core.read_namespaced_pod_log(name, namespace, **options)
         return result
 
+    # --- records -------------------------------------------------------------------------------
+
+    async def record(self, namespace: str, name: str) -> Obj | None:
+        """The PodLifecycleRecord of that name, or None."""
+        try:
+            return await self._json(
+                self.custom.get_namespaced_custom_object(
+                    GROUP, VERSION, namespace, PLURAL, name, _preload_content=False
+                )
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    async def _record_pages(
+        self, namespace: str, label_selector: str | None, limit: int
+    ) -> AsyncIterator[list[Obj]]:
+        token = ""
+        while True:
+            page = await self._json(
+                self.custom.list_namespaced_custom_object(
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    PLURAL,
+                    label_selector=label_selector or "",
+                    limit=limit,
+                    _continue=token,
+                    _preload_content=False,
+                )
+            )
+            yield list(page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue") or ""
+            if not token:
+                return
+
+    async def records(self, namespace: str, label_selector: str | None = None) -> list[Obj]:
+        """Every record of a namespace (with the labels selected), a page at a time."""
+        return [
+            item
+            async for page in self._record_pages(namespace, label_selector, 500)
+            for item in page
+        ]
+
+    async def record_count(self, namespace: str) -> int:
+        """How many records a namespace holds."""
+        return sum([len(page) async for page in self._record_pages(namespace, None, 5000)])
+
+    async def wait_record(
+        self,
+        namespace: str,
+        name: str,
+        condition: Callable[[Obj], bool],
+        *,
+        timeout: float = 90,
+        what: str = "the record to match",
+        interval: float = 0.5,
+    ) -> Obj:
+        """Poll the record until ``condition(record)`` holds; return that record."""
+
+        found: Obj = await _wait_read(
+            lambda: self.record(namespace, name),
+            condition,
+            describe,
+            timeout=timeout,
+            what=f"record {namespace}/{name}: {what}",
+            interval=interval,
+        )
+        return found
+
     @staticmethod
     async def _gone(call: Awaitable[Any]) -> bool:
         try:
@@ -223,41 +391,97 @@ class Kube:
         return False
 
 
-# --- predicates and readers over V1Pod ------------------------------------------------------------
+class NewNamespace:
+    """What ``Kube.namespace`` returns: awaitable (the new namespace's name) and an async
+    context manager (the name; the namespace deleted when the block ends)."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        prefix: str,
+        labels: Mapping[str, str] | None,
+        annotations: Mapping[str, str] | None,
+        wait_deleted: bool,
+    ) -> None:
+        self.kube = kube
+        self.prefix = prefix
+        self.labels = labels
+        self.annotations = annotations
+        self.wait_deleted = wait_deleted
+        self.name: str | None = None
+
+    async def create(self) -> str:
+        """Create it (once); its name."""
+        if self.name is None:
+            self.name = await self.kube.create_namespace(self.prefix, self.labels, self.annotations)
+        return self.name
+
+    def __await__(self) -> Generator[Any, None, str]:
+        return self.create().__await__()
+
+    async def __aenter__(self) -> str:
+        return await self.create()
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        if self.name is not None:
+            await self.kube.delete_namespace(self.name, wait=self.wait_deleted)
 
 
-def pod_phase(*phases: str) -> Callable[[client.V1Pod], bool]:
+# --- predicates and readers over a pod: a dict (the API's JSON) or a V1Pod -----------------------
+
+
+def _field(obj: Any, name: str) -> Any:
+    """A field of a pod or a part of it, by its JSON (camelCase) name, in either form."""
+    if obj is None:
+        return None
+    if isinstance(obj, Mapping):
+        return obj.get(name)
+    return getattr(obj, re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower(), None)
+
+
+def pod_phase(*phases: str) -> Callable[[Any], bool]:
     """A predicate: the pod is in one of the phases."""
-    return lambda pod: pod.status is not None and pod.status.phase in phases
+    return lambda pod: _field(_field(pod, "status"), "phase") in phases
 
 
-def pod_ready(pod: client.V1Pod) -> bool:
+def pod_running(pod: Any) -> bool:
+    """The pod's phase is Running."""
+    return bool(_field(_field(pod, "status"), "phase") == "Running")
+
+
+def pod_ready(pod: Any) -> bool:
     """The pod's Ready condition is True."""
-    return any(c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or []))
+    conditions = _field(_field(pod, "status"), "conditions") or []
+    return any(_field(c, "type") == "Ready" and _field(c, "status") == "True" for c in conditions)
 
 
-def container_status(pod: client.V1Pod, name: str, init: bool = False) -> Any:
+def container_status(pod: Any, name: str, init: bool = False) -> Any:
     """The status of one (init) container, or None when it has none yet."""
-    statuses = pod.status.init_container_statuses if init else pod.status.container_statuses
-    return next((s for s in statuses or [] if s.name == name), None)
+    field = "initContainerStatuses" if init else "containerStatuses"
+    statuses = _field(_field(pod, "status"), field) or []
+    return next((s for s in statuses if _field(s, "name") == name), None)
 
 
-def container_terminated(name: str) -> Callable[[client.V1Pod], bool]:
+def container_terminated(name: str) -> Callable[[Any], bool]:
     """A predicate: the container's current state is terminated."""
 
-    def check(pod: client.V1Pod) -> bool:
-        status = container_status(pod, name)
-        return bool(status and status.state and status.state.terminated)
+    def check(pod: Any) -> bool:
+        return bool(_field(_field(container_status(pod, name), "state"), "terminated"))
 
     return check
 
 
-def restarted(name: str, times: int = 1) -> Callable[[client.V1Pod], bool]:
+def restarted(name: str, times: int = 1) -> Callable[[Any], bool]:
     """A predicate: the container has been restarted at least ``times`` times."""
 
-    def check(pod: client.V1Pod) -> bool:
+    def check(pod: Any) -> bool:
         status = container_status(pod, name)
-        return status is not None and (status.restart_count or 0) >= times
+        return status is not None and (_field(status, "restartCount") or 0) >= times
 
     return check
 
