@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Iterator
 
 from bench.kubeapi import Kube
 
@@ -11,39 +12,37 @@ _LINE = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+
 _LABEL = re.compile(r'(\w+)="([^"]*)"')
 
 
-async def request_counts(kube: Kube) -> Counter[str]:
-    """Every request the API server has served, keyed "VERB resource[/subresource]"."""
-    counts: Counter[str] = Counter()
-    for line in (await kube.text("/metrics")).splitlines():
-        found = _LINE.match(line)
-        if found is None:
-            continue
-        labels = dict(_LABEL.findall(found.group("labels")))
-        resource = labels.get("resource", "")
-        if labels.get("subresource"):
-            resource += "/" + labels["subresource"]
-        counts[f"{labels.get('verb', '?')} {resource}"] += int(float(found.group("value")))
-    return counts
-
-
 _DURATION = re.compile(
     r"^apiserver_request_duration_seconds_(?P<what>sum|count)\{(?P<labels>[^}]*)\} (?P<value>\S+)$"
 )
 
 
-async def request_seconds(kube: Kube) -> Counter[str]:
-    """Total seconds and count of requests served, keyed "VERB resource[/sub] sum|count"."""
-    totals: Counter[str] = Counter()
-    for line in (await kube.text("/metrics")).splitlines():
-        found = _DURATION.match(line)
+def _samples(text: str, pattern: re.Pattern[str]) -> Iterator[tuple[str, re.Match[str]]]:
+    """The lines of /metrics that match `pattern`, each keyed "VERB resource[/subresource]"."""
+    for line in text.splitlines():
+        found = pattern.match(line)
         if found is None:
             continue
         labels = dict(_LABEL.findall(found.group("labels")))
         resource = labels.get("resource", "")
         if labels.get("subresource"):
             resource += "/" + labels["subresource"]
-        key = f"{labels.get('verb', '?')} {resource} {found.group('what')}"
-        totals[key] += float(found.group("value"))  # type: ignore[assignment]
+        yield f"{labels.get('verb', '?')} {resource}", found
+
+
+async def request_counts(kube: Kube) -> Counter[str]:
+    """Every request the API server has served, keyed "VERB resource[/subresource]"."""
+    counts: Counter[str] = Counter()
+    for key, found in _samples(await kube.text("/metrics"), _LINE):
+        counts[key] += int(float(found.group("value")))
+    return counts
+
+
+async def request_seconds(kube: Kube) -> Counter[str]:
+    """Total seconds and count of requests served, keyed "VERB resource[/sub] sum|count"."""
+    totals: Counter[str] = Counter()
+    for key, found in _samples(await kube.text("/metrics"), _DURATION):
+        totals[f"{key} {found.group('what')}"] += float(found.group("value"))  # type: ignore[assignment]
     return totals
 
 
