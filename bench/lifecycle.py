@@ -21,6 +21,8 @@ SIM_KEY = "bench.podtrail.io/simulated"
 RUN_LABEL = "bench.podtrail.io/run"
 APP = "app"
 INIT = "init-config"
+APP_IMAGE = "registry.example/bench/app:1.0"
+INIT_IMAGE = "registry.example/bench/init:1.0"
 
 # Steps a Running, ready pod takes next, with their weights.
 STEADY_MIX: tuple[tuple[str, int], ...] = (
@@ -131,7 +133,7 @@ class SimPod:
                 "initContainers": [
                     {
                         "name": INIT,
-                        "image": "registry.example/bench/init:1.0",
+                        "image": INIT_IMAGE,
                         "command": ["/bin/prepare", "--config", "/etc/app"],
                         "resources": resources,
                     }
@@ -139,7 +141,7 @@ class SimPod:
                 "containers": [
                     {
                         "name": APP,
-                        "image": "registry.example/bench/app:1.0",
+                        "image": APP_IMAGE,
                         "ports": [{"containerPort": 8080, "name": "http", "protocol": "TCP"}],
                         "env": env,
                         "resources": resources,
