@@ -51,20 +51,28 @@ def _dig(item: dict[str, Any], *path: str) -> Any:
     return value
 
 
-def rows(results: dict[str, Any]) -> list[list[str]]:
-    """The table: one row per figure, columns per consumer, then the two ratios."""
-    table: list[list[str]] = []
+Get = Callable[[dict[str, Any]], float | None]
+PerConsumer = Callable[[dict[str, Any], str], float | None]
+
+
+class _Table:
+    """The rows so far: a figure per consumer with the two ratios, or a note."""
+
+    def __init__(self) -> None:
+        self.rows: list[list[str]] = []
 
     def add(
+        self,
         where: str,
         figure: str,
         items: list[dict[str, Any]],
-        get: Callable[[dict[str, Any], str], float | None],
+        get: PerConsumer,
         fmt: str = "{:.2f}",
         consumers: tuple[str, ...] = CONSUMERS,
     ) -> None:
+        """A figure of each consumer in `consumers` ('-' for the others), then the ratios."""
         cols = {c: [get(i, c) for i in items] if c in consumers else [] for c in CONSUMERS}
-        table.append(
+        self.rows.append(
             [
                 where,
                 figure,
@@ -74,162 +82,167 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
             ]
         )
 
-    def note(where: str, figure: str, text: str) -> None:
-        table.append([where, figure, text, "", "", "", ""])
+    def note(self, where: str, figure: str, text: str, blank: str = "") -> None:
+        """A row whose text stands in the operator's column, `blank` in the others."""
+        self.rows.append([where, figure, text, blank, blank, blank, blank])
 
-    windows = _group(results["windows"], "size", "rate")
-    for (size, rate), items in sorted(windows.items()):
-        where = f"{size} pods, {rate:g}/s"
-        n = len(items)
-        note(
-            where,
-            f"load achieved, transitions/s ({n} runs)",
-            spread([i["achieved_rate"] for i in items], "{:.0f}")
-            + f"; machine busy {spread([100 * i['machine_busy'] for i in items], '{:.0f}')} %",
-        )
-        for q in ("p50", "p95", "p99", "max"):
-            add(
-                where,
-                f"lag {q}, ms",
-                items,
-                lambda i, c, q=q: (
-                    None if c == "kube-state-metrics" else _lag_ms(_dig(i, "lag", c, q))
-                ),
-                "{:.0f}",
-                ("operator", "raw watch"),
-            )
-        add(where, "CPU s per 1,000 transitions", items, lambda i, c: _dig(i, "cpu_per_1000", c))
-        add(
-            where,
-            "status writes per record written (mean)",
-            items,
-            lambda i, c: _dig(i, "status_writes_per_record", "mean"),
-            consumers=("operator",),
-        )
-        add(
-            where,
-            "record writes per 1,000 transitions (API server)",
-            items,
-            lambda i, c: i.get("record_writes_per_1000"),
-            "{:.0f}",
-            ("operator",),
-        )
-        add(
-            where,
-            "writes < 1 window apart / without a new fact",
-            items,
-            lambda i, c: None,
-            consumers=(),
-        )
-        table[-1][2] = (
-            spread([i["writes_closer_than_window"] for i in items], "{:.0f}")
-            + " / "
-            + spread([i["writes_without_new_fact"] for i in items], "{:.0f}")
-        )
-        note(
-            where,
-            "facts not seen in the record / expected",
-            spread([i["facts_missing"] for i in items], "{:.0f}")
-            + " / "
-            + spread([i["facts_expected"] for i in items], "{:.0f}"),
-        )
-        lat = [i.get("apiserver_mean_latency_s") or {} for i in items]
-        note(
-            where,
-            "API server mean latency, ms: record status PUT / pod status PATCH",
-            spread([_ms(x.get("PUT podlifecyclerecords/status")) for x in lat], "{:.0f}")
-            + " / "
-            + spread([_ms(x.get("PATCH pods/status")) for x in lat], "{:.0f}"),
-        )
-        note(
-            where,
-            "operator's own write lag (podtrail_write_lag_seconds) p50 / p99 bucket, s",
-            spread([_dig(i, "operator_metrics", "write_lag", "p50") for i in items], "{:g}")
-            + " / "
-            + spread([_dig(i, "operator_metrics", "write_lag", "p99") for i in items], "{:g}"),
-        )
-        verbs = _merge_requests(i["record_requests"] for i in items)
-        note(where, "API requests on records (1st run)", verbs)
 
-    starts = _group(results["starts"], "size")
-    for (size,), items in sorted(starts.items()):
-        where = f"{size} pods"
-        events = items[0].get("events_present")
-        add(
-            where,
-            f"start to all pods held, s ({events} Events present)",
-            items,
-            lambda i, c: _dig(i, "start", c, "seconds"),
-            "{:.1f}",
-        )
-        add(
-            where,
-            "start CPU, ms per pod",
-            items,
-            lambda i, c: _dig(i, "start", c, "cpu_ms_per_pod"),
-        )
-        add(
-            where,
-            "RSS steady, MiB",
-            items,
-            lambda i, c: _dig(i, "memory", c, "steady_rss_mib"),
-            "{:.0f}",
-        )
-        add(
-            where,
-            "RSS peak, MiB",
-            items,
-            lambda i, c: _dig(i, "memory", c, "peak_rss_mib"),
-            "{:.0f}",
-        )
-    catchups = _group(results["catchups"], "size")
-    for (size,), items in sorted(catchups.items()):
-        where = f"{size} pods"
-        changes = spread([i["changes_while_down"] for i in items], "{:.0f}")
-        add(
-            where,
-            f"restart catch-up, s ({changes} changes while down)",
-            items,
-            lambda i, c: i.get("seconds"),
-            "{:.1f}",
-            ("operator",),
-        )
-        add(
-            where,
-            "restart catch-up CPU, ms per pod",
-            items,
-            lambda i, c: i.get("cpu_ms_per_pod"),
-            consumers=("operator",),
-        )
-        note(
-            where,
-            "duplicate timeline keys / same fact twice",
-            spread([i["duplicate_keys"] for i in items], "{:.0f}")
-            + " / "
-            + spread([i["duplicate_facts"] for i in items], "{:.0f}"),
-        )
-        note(
-            where,
-            "record size p50 / max, KiB (status alone)",
-            spread([_dig(i, "record_size_kib", "p50") for i in items], "{:.1f}")
-            + " / "
-            + spread([_dig(i, "record_size_kib", "max") for i in items], "{:.1f}")
-            + " ("
-            + spread([_dig(i, "record_size_kib", "status_p50") for i in items], "{:.1f}")
-            + " / "
-            + spread([_dig(i, "record_size_kib", "status_max") for i in items], "{:.1f}")
-            + ")",
-        )
+def _at(*path: str) -> Get:
+    """Get the figure at `path` in an item."""
+    return lambda item: _dig(item, *path)
+
+
+def _each(head: str, *tail: str) -> PerConsumer:
+    """Get a consumer's figure at item[head][consumer][tail...]."""
+    return lambda item, consumer: _dig(item, head, consumer, *tail)
+
+
+def _lag_of(q: str) -> PerConsumer:
+    """Get a consumer's lag percentile `q` in ms."""
+    return lambda item, consumer: _lag_ms(_dig(item, "lag", consumer, q))
+
+
+def _over(items: list[dict[str, Any]], fmt: str, *gets: Get) -> str:
+    """The spread of each figure over the repeats, with ' / ' between them."""
+    return " / ".join(spread([get(i) for i in items], fmt) for get in gets)
+
+
+def rows(results: dict[str, Any]) -> list[list[str]]:
+    """The table: one row per figure, columns per consumer, then the two ratios."""
+    table = _Table()
+    for (size, rate), items in sorted(_group(results["windows"], "size", "rate").items()):
+        _load_rows(table, f"{size} pods, {rate:g}/s", items)
+        _write_rows(table, f"{size} pods, {rate:g}/s", items)
+    for (size,), items in sorted(_group(results["starts"], "size").items()):
+        _start_rows(table, f"{size} pods", items)
+    for (size,), items in sorted(_group(results["catchups"], "size").items()):
+        _catchup_rows(table, f"{size} pods", items)
     worst = results.get("worst_case_record")
     if worst:
-        note(
+        table.note(
             "worst case",
             f"record of a pod with {worst['probe_failures']} probe failures and "
             f"{worst['restarts']} restarts, KiB",
             f"{worst['size_kib']:.1f} (status {worst['status_kib']:.1f}); "
             f"{worst['timeline_entries']} entries, {worst['timeline_dropped']} dropped",
         )
-    return table
+    return table.rows
+
+
+def _load_rows(table: _Table, where: str, items: list[dict[str, Any]]) -> None:
+    """A window's load achieved, lag and CPU."""
+    table.note(
+        where,
+        f"load achieved, transitions/s ({len(items)} runs)",
+        _over(items, "{:.0f}", _at("achieved_rate"))
+        + f"; machine busy {_over(items, '{:.0f}', lambda i: 100 * i['machine_busy'])} %",
+    )
+    for q in ("p50", "p95", "p99", "max"):
+        table.add(
+            where,
+            f"lag {q}, ms",
+            items,
+            _lag_of(q),
+            "{:.0f}",
+            ("operator", "raw watch"),
+        )
+    table.add(where, "CPU s per 1,000 transitions", items, _each("cpu_per_1000"))
+
+
+def _write_rows(table: _Table, where: str, items: list[dict[str, Any]]) -> None:
+    """A window's record writes, facts seen and the API server's share."""
+    table.add(
+        where,
+        "status writes per record written (mean)",
+        items,
+        lambda i, c: _dig(i, "status_writes_per_record", "mean"),
+        consumers=("operator",),
+    )
+    table.add(
+        where,
+        "record writes per 1,000 transitions (API server)",
+        items,
+        lambda i, c: i.get("record_writes_per_1000"),
+        "{:.0f}",
+        ("operator",),
+    )
+    table.note(
+        where,
+        "writes < 1 window apart / without a new fact",
+        _over(items, "{:.0f}", _at("writes_closer_than_window"), _at("writes_without_new_fact")),
+        blank="-",
+    )
+    table.note(
+        where,
+        "facts not seen in the record / expected",
+        _over(items, "{:.0f}", _at("facts_missing"), _at("facts_expected")),
+    )
+    latency = "apiserver_mean_latency_s"
+    table.note(
+        where,
+        "API server mean latency, ms: record status PUT / pod status PATCH",
+        _over(
+            items,
+            "{:.0f}",
+            lambda i: _ms(_dig(i, latency, "PUT podlifecyclerecords/status")),
+            lambda i: _ms(_dig(i, latency, "PATCH pods/status")),
+        ),
+    )
+    write_lag = ("operator_metrics", "write_lag")
+    table.note(
+        where,
+        "operator's own write lag (podtrail_write_lag_seconds) p50 / p99 bucket, s",
+        _over(items, "{:g}", _at(*write_lag, "p50"), _at(*write_lag, "p99")),
+    )
+    verbs = _merge_requests(i["record_requests"] for i in items)
+    table.note(where, "API requests on records (1st run)", verbs)
+
+
+def _start_rows(table: _Table, where: str, items: list[dict[str, Any]]) -> None:
+    """The consumers' start and memory at one size."""
+    events = items[0].get("events_present")
+    table.add(
+        where,
+        f"start to all pods held, s ({events} Events present)",
+        items,
+        _each("start", "seconds"),
+        "{:.1f}",
+    )
+    table.add(where, "start CPU, ms per pod", items, _each("start", "cpu_ms_per_pod"))
+    for figure, kind in (("RSS steady, MiB", "steady_rss_mib"), ("RSS peak, MiB", "peak_rss_mib")):
+        table.add(where, figure, items, _each("memory", kind), "{:.0f}")
+
+
+def _catchup_rows(table: _Table, where: str, items: list[dict[str, Any]]) -> None:
+    """The operator's restart catch-up at one size, and its records afterwards."""
+    changes = _over(items, "{:.0f}", _at("changes_while_down"))
+    table.add(
+        where,
+        f"restart catch-up, s ({changes} changes while down)",
+        items,
+        lambda i, c: i.get("seconds"),
+        "{:.1f}",
+        ("operator",),
+    )
+    table.add(
+        where,
+        "restart catch-up CPU, ms per pod",
+        items,
+        lambda i, c: i.get("cpu_ms_per_pod"),
+        consumers=("operator",),
+    )
+    table.note(
+        where,
+        "duplicate timeline keys / same fact twice",
+        _over(items, "{:.0f}", _at("duplicate_keys"), _at("duplicate_facts")),
+    )
+    size = ("record_size_kib",)
+    table.note(
+        where,
+        "record size p50 / max, KiB (status alone)",
+        _over(items, "{:.1f}", _at(*size, "p50"), _at(*size, "max"))
+        + f" ({_over(items, '{:.1f}', _at(*size, 'status_p50'), _at(*size, 'status_max'))})",
+    )
 
 
 def _lag_ms(value: float | None) -> float | None:
