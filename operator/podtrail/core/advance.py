@@ -1,4 +1,11 @@
-"""One step: stored status + observation → new status and the facts that are new."""
+"""One step: a record + an observation → the next record and the facts that are new.
+
+Two forms of the same step. ``step`` works on a loaded record: the operator keeps records in
+memory, loads a status once (``load_record``) and renders it once per write
+(``render_record``). ``advance`` is the stateless form, stored status in and status out: it
+is ``step`` between a load and a render, for callers that hold only statuses (the replay of
+recorded watch streams, tests that build stored statuses).
+"""
 
 from __future__ import annotations
 
