@@ -20,6 +20,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
@@ -391,24 +392,17 @@ class Kube:
         return False
 
 
+@dataclass
 class NewNamespace:
     """What ``Kube.namespace`` returns: awaitable (the new namespace's name) and an async
     context manager (the name; the namespace deleted when the block ends)."""
 
-    def __init__(
-        self,
-        kube: Kube,
-        prefix: str,
-        labels: Mapping[str, str] | None,
-        annotations: Mapping[str, str] | None,
-        wait_deleted: bool,
-    ) -> None:
-        self.kube = kube
-        self.prefix = prefix
-        self.labels = labels
-        self.annotations = annotations
-        self.wait_deleted = wait_deleted
-        self.name: str | None = None
+    kube: Kube
+    prefix: str
+    labels: Mapping[str, str] | None
+    annotations: Mapping[str, str] | None
+    wait_deleted: bool
+    name: str | None = None
 
     async def create(self) -> str:
         """Create it (once); its name."""
