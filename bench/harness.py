@@ -18,6 +18,7 @@ import secrets
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ import aiohttp
 
 from bench import apimetrics, observe, procs, setup
 from bench.kubeapi import Kube, wait_for_apiserver
+from bench.lifecycle import SIM_KEY, Expect
 from bench.load import Player
 
 REPO = Path(__file__).resolve().parent.parent
@@ -161,45 +163,46 @@ class Bench:
     def operator(self, tag: str) -> procs.Consumer:
         """The operator as the benchmark runs it (JSON logs at warning, no health port)."""
         self.operator_port = procs.free_port()
-        argv = [
-            str(REPO / ".venv" / "bin" / "python"),
-            "-m",
-            "podtrail",
-            "--kubeconfig",
-            self.o.kubeconfig,
-            "--log-format",
-            "json",
-            "--log-level",
-            "warning",
-            "--health-port",
-            "0",
-            "--metrics-port",
-            str(self.operator_port),
-            "--coalesce-seconds",
-            str(self.o.coalesce),
-            *self.o.operator_args,
-        ]
-        if self.o.variant:
-            argv[1:3] = ["-m", "bench.variants", "--variant", self.o.variant, "--"]
-        return procs.Consumer(
-            "operator", argv, self.logs / f"operator-{tag}.log", env={"PYTHONPATH": str(REPO)}
+        # A variant: the operator with changes applied at run time (bench/variants.py).
+        module = (
+            ["bench.variants", "--variant", self.o.variant, "--"]
+            if self.o.variant
+            else ["podtrail"]
+        )
+        return self._python(
+            "operator",
+            [
+                *module,
+                "--kubeconfig",
+                self.o.kubeconfig,
+                "--log-format",
+                "json",
+                "--log-level",
+                "warning",
+                "--health-port",
+                "0",
+                "--metrics-port",
+                str(self.operator_port),
+                "--coalesce-seconds",
+                str(self.o.coalesce),
+                *self.o.operator_args,
+            ],
+            f"operator-{tag}.log",
         )
 
     def raw_watch(self, tag: str) -> procs.Consumer:
         """The floor: bench.rawwatch in its own process."""
         self.raw_log = self.logs / f"rawwatch-{tag}.events"
-        argv = [
-            str(REPO / ".venv" / "bin" / "python"),
-            "-m",
-            "bench.rawwatch",
-            "--kubeconfig",
-            self.o.kubeconfig,
-            "--log",
-            str(self.raw_log),
-        ]
-        return procs.Consumer(
-            "raw watch", argv, self.logs / f"rawwatch-{tag}.log", env={"PYTHONPATH": str(REPO)}
+        return self._python(
+            "raw watch",
+            ["bench.rawwatch", "--kubeconfig", self.o.kubeconfig, "--log", str(self.raw_log)],
+            f"rawwatch-{tag}.log",
         )
+
+    def _python(self, name: str, module: list[str], log_name: str) -> procs.Consumer:
+        """`python -m <module...>` in the project's .venv, the repository on its path."""
+        argv = [str(REPO / ".venv" / "bin" / "python"), "-m", *module]
+        return procs.Consumer(name, argv, self.logs / log_name, env={"PYTHONPATH": str(REPO)})
 
     def ksm(self, tag: str) -> procs.Consumer:
         """kube-state-metrics watching pods only, on loopback ports."""
@@ -235,7 +238,7 @@ class Bench:
                 "--config",
                 str(REPO / "bench" / "kwok-stages.yaml"),
                 "--manage-all-nodes=false",
-                f"--manage-nodes-with-annotation-selector={setup.SIM_KEY}=true",
+                f"--manage-nodes-with-annotation-selector={SIM_KEY}=true",
                 "--node-lease-duration-seconds=40",
                 f"--server-address=127.0.0.1:{procs.free_port()}",
                 "-v=WARN",
@@ -273,15 +276,11 @@ class Bench:
             consumer.start()
         try:
             deadline = time.monotonic() + 120
-            last: dict[str, float] = {}
-            quiet: dict[str, int] = {}
-            while time.monotonic() < deadline and (len(quiet) < 3 or min(quiet.values()) < 4):
+            quiet = {consumer.name: _Quiet() for consumer in consumers}
+            while time.monotonic() < deadline and min(q.count for q in quiet.values()) < 4:
                 await asyncio.sleep(0.25)
                 for consumer in consumers:
-                    cpu = consumer.cpu()
-                    idle = cpu - last.get(consumer.name, 0.0) < 0.01 and cpu > 0.02
-                    quiet[consumer.name] = quiet.get(consumer.name, 0) + 1 if idle else 0
-                    last[consumer.name] = cpu
+                    quiet[consumer.name].sample(consumer.cpu())
             self.base_cpu = {c.name: c.cpu() for c in consumers}
         finally:
             for consumer in consumers:
@@ -380,37 +379,12 @@ class Bench:
         ksm: procs.Consumer,
     ) -> dict[str, Any]:
         """Start all three; time each until it holds every pod (the operator: every record)."""
-        for consumer in (operator, raw, ksm):
-            consumer.start()
-        t0 = time.monotonic()
-        done: dict[str, tuple[float, float]] = {}
-        last_ksm_cpu, quiet = 0.0, 0
-        deadline = t0 + max(180.0, size * 0.1)
-        while len(done) < 3 and time.monotonic() < deadline:
-            await asyncio.sleep(0.25)
-            now = time.monotonic()
-            for consumer in (operator, raw, ksm):
-                if not consumer.alive():
-                    raise RuntimeError(f"{consumer.name} exited: see {consumer.log_path}")
-            if "raw watch" not in done:
-                synced, _, _ = observe.raw_watch_log(self.raw_log)
-                if synced is not None:
-                    done["raw watch"] = (synced - t0, raw.cpu())
-            if "operator" not in done:
-                current, live = self.synced(watch)
-                if live and current == live:
-                    done["operator"] = (now - t0, operator.cpu())
-            if "kube-state-metrics" not in done:
-                cpu = ksm.cpu()
-                quiet = quiet + 1 if cpu - last_ksm_cpu < 0.01 and cpu > 0.02 else 0
-                last_ksm_cpu = cpu
-                if quiet >= 4:  # a second without work after the list: it holds every pod
-                    done["kube-state-metrics"] = (now - 1.0 - t0, cpu)
+        done = await self._until_held(size, watch, operator, raw, ksm)
         missing = {"operator", "raw watch", "kube-state-metrics"} - set(done)
         if missing:
             current, live = self.synced(watch)
             log(f"start: {sorted(missing)} not in sync after the deadline ({current}/{live})")
-        result = {
+        result: dict[str, Any] = {
             "size": size,
             "repeat": repeat,
             "events_present": events,
@@ -436,6 +410,41 @@ class Bench:
         await asyncio.sleep(2.0)
         return result
 
+    async def _until_held(
+        self,
+        size: int,
+        watch: observe.RecordWatch,
+        operator: procs.Consumer,
+        raw: procs.Consumer,
+        ksm: procs.Consumer,
+    ) -> dict[str, tuple[float, float]]:
+        """Start the three; (seconds, CPU seconds) of each until it held every pod."""
+        for consumer in (operator, raw, ksm):
+            consumer.start()
+        t0 = time.monotonic()
+        done: dict[str, tuple[float, float]] = {}
+        ksm_quiet = _Quiet()
+        deadline = t0 + max(180.0, size * 0.1)
+        while len(done) < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.25)
+            now = time.monotonic()
+            for consumer in (operator, raw, ksm):
+                if not consumer.alive():
+                    raise RuntimeError(f"{consumer.name} exited: see {consumer.log_path}")
+            if "raw watch" not in done:
+                synced, _, _ = observe.raw_watch_log(self.raw_log)
+                if synced is not None:
+                    done["raw watch"] = (synced - t0, raw.cpu())
+            if "operator" not in done:
+                current, live = self.synced(watch)
+                if live and current == live:
+                    done["operator"] = (now - t0, operator.cpu())
+            if "kube-state-metrics" not in done:
+                cpu = ksm.cpu()
+                if ksm_quiet.sample(cpu) >= 4:  # a second without work after the list: all held
+                    done["kube-state-metrics"] = (now - 1.0 - t0, cpu)
+        return done
+
     async def window(
         self,
         size: int,
@@ -450,166 +459,152 @@ class Bench:
         assert self.player is not None
         player = self.player
         consumers = {"operator": operator, "raw watch": raw, "kube-state-metrics": ksm}
-        cpu0 = {name: c.cpu() for name, c in consumers.items()}
-        me0 = procs.cpu_seconds(os.getpid())
-        busy0 = procs.machine_busy()
-        api0 = await apimetrics.request_counts(self.kube)
-        seconds0 = await apimetrics.request_seconds(self.kube)
-        op0 = await scrape(f"http://127.0.0.1:{self.operator_port}/metrics")
-        first_expect, first_arrival = len(player.expects), len(watch.arrivals)
-        writes0 = {key: len(view.writes) for key, view in watch.views.items()}
-        bare0 = {key: view.bare_writes for key, view in watch.views.items()}
-        t0 = time.monotonic()
-        transitions0 = player.counters.transitions
-        errors0 = player.counters.errors
-        spy = None
-        if self.o.profile:
-            spy = subprocess.Popen(
-                [
-                    str(REPO / ".venv" / "bin" / "py-spy"),
-                    "record",
-                    "--pid",
-                    str(operator.pid),
-                    "--rate",
-                    "50",
-                    "--duration",
-                    str(int(self.o.seconds)),
-                    "--format",
-                    "raw",
-                    "--nonblocking",
-                    "-o",
-                    str(self.logs / f"operator-{size}-{rate:g}-{repeat}.folded"),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        player.recording = True
-        achieved = await player.play(rate, self.o.seconds)
-        player.recording = False
-        played = player.counters.transitions - transitions0
-        failed = player.counters.errors - errors0
+        mark = await self._mark(consumers, watch)
+        spy = self._profile(operator, f"{size}-{rate:g}-{repeat}")
+        achieved = await player.play_recorded(rate, self.o.seconds)
+        played = player.counters.transitions - mark.transitions
+        failed = player.counters.errors - mark.errors
         if failed > max(20, played):
             raise RuntimeError(f"{failed} writes of the load failed: was the cluster reset?")
         await asyncio.sleep(self.o.coalesce + 4.0)  # let the last facts land
         if spy is not None:
             await asyncio.to_thread(spy.wait)
+        after = await self._since(mark, consumers)
+        facts = self._facts(mark, watch)
+        result = {
+            "size": size,
+            "rate": rate,
+            "repeat": repeat,
+            "seconds": self.o.seconds,
+            **self._load_figures(mark, after, achieved, played),
+            **facts.figures(),
+            **_record_writes(watch, mark, self.o.coalesce),
+            **_api_figures(after.api, after.latency, played),
+            "operator_metrics": _operator_figures(mark.operator_metrics, after.operator_metrics),
+        }
+        if size == max(self.o.sizes) and rate == max(self.o.rates):
+            self.lag_series.setdefault(f"{size} pods, {rate:g}/s", []).append(facts.points)
+        _log_window(result)
+        return result
+
+    async def _mark(self, consumers: dict[str, procs.Consumer], watch: observe.RecordWatch) -> Mark:
+        """Where every counter stands as a window begins."""
+        assert self.player is not None
+        cpu = {name: c.cpu() for name, c in consumers.items()}
+        harness_cpu = procs.cpu_seconds(os.getpid())
+        busy = procs.machine_busy()
+        api = await apimetrics.request_counts(self.kube)
+        api_seconds = await apimetrics.request_seconds(self.kube)
+        operator_metrics = await scrape(f"http://127.0.0.1:{self.operator_port}/metrics")
+        expects, arrivals = len(self.player.expects), len(watch.arrivals)
+        writes = {key: len(view.writes) for key, view in watch.views.items()}
+        bare = {key: view.bare_writes for key, view in watch.views.items()}
+        return Mark(
+            t0=time.monotonic(),
+            transitions=self.player.counters.transitions,
+            errors=self.player.counters.errors,
+            cpu=cpu,
+            harness_cpu=harness_cpu,
+            busy=busy,
+            api=api,
+            api_seconds=api_seconds,
+            operator_metrics=operator_metrics,
+            expects=expects,
+            arrivals=arrivals,
+            writes=writes,
+            bare=bare,
+        )
+
+    def _profile(self, operator: procs.Consumer, tag: str) -> subprocess.Popen[bytes] | None:
+        """With --profile: py-spy sampling the operator through the window."""
+        if not self.o.profile:
+            return None
+        return subprocess.Popen(
+            [
+                str(REPO / ".venv" / "bin" / "py-spy"),
+                "record",
+                "--pid",
+                str(operator.pid),
+                "--rate",
+                "50",
+                "--duration",
+                str(int(self.o.seconds)),
+                "--format",
+                "raw",
+                "--nonblocking",
+                "-o",
+                str(self.logs / f"operator-{tag}.folded"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    async def _since(self, mark: Mark, consumers: dict[str, procs.Consumer]) -> Since:
+        """What the consumers, the machine and the API server did since `mark`."""
         t1 = time.monotonic()
-        cpu = {name: c.cpu() - cpu0[name] for name, c in consumers.items()}
-        me = procs.cpu_seconds(os.getpid()) - me0
+        cpu = {name: c.cpu() - mark.cpu[name] for name, c in consumers.items()}
+        harness_cpu = procs.cpu_seconds(os.getpid()) - mark.harness_cpu
         busy1 = procs.machine_busy()
-        api = apimetrics.delta(api0, await apimetrics.request_counts(self.kube))
+        api = apimetrics.delta(mark.api, await apimetrics.request_counts(self.kube))
         latency = apimetrics.mean_latency(
-            seconds0,
+            mark.api_seconds,
             await apimetrics.request_seconds(self.kube),
             "PUT podlifecyclerecords/status",
             "POST podlifecyclerecords",
             "PATCH pods/status",
             "POST events",
         )
-        op1 = await scrape(f"http://127.0.0.1:{self.operator_port}/metrics")
-        expects = player.expects[first_expect:]
+        return Since(
+            seconds=t1 - mark.t0,
+            cpu=cpu,
+            harness_cpu=harness_cpu,
+            busy=(busy1[0] - mark.busy[0]) / max(1, busy1[1] - mark.busy[1]),
+            api=api,
+            latency=latency,
+            operator_metrics=await scrape(f"http://127.0.0.1:{self.operator_port}/metrics"),
+        )
+
+    def _facts(self, mark: Mark, watch: observe.RecordWatch) -> Facts:
+        """The facts the window's writes should add, matched to what the records show."""
+        assert self.player is not None
+        expects = self.player.expects[mark.expects :]
         _, by_rv, deleted = observe.raw_watch_log(self.raw_log)
         for expect in expects:
             if expect.step == "removed":
                 expect.start = deleted.get((expect.namespace, expect.pod))
-        matched, unmatched = observe.match(expects, watch.arrivals[first_arrival:])
-        op_lags = [float(e.seen or 0) - float(e.start or 0) for e in matched]
-        raw_lags = [by_rv[e.rv] - float(e.start or 0) for e in expects if e.rv and e.rv in by_rv]
-        # Status writes per record, seen by the harness's watch (one update = one write).
-        per_record = []
-        close = 0
-        bare = 0
-        for key, view in watch.views.items():
-            new = [t for t in view.writes[writes0.get(key, 0) :] if t >= t0]
-            if new:
-                per_record.append(len(new))
-                ordered = sorted(new)
-                close += sum(
-                    1
-                    for a, b in zip(ordered, ordered[1:], strict=False)
-                    if b - a < self.o.coalesce * 0.9
-                )
-            bare += view.bare_writes - bare0.get(key, 0)
-        busy = (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1])
-        record_api = apimetrics.record_requests(api)
-        status_writes = sum(v for k, v in record_api.items() if k.endswith("/status"))
-        result = {
-            "size": size,
-            "rate": rate,
-            "repeat": repeat,
-            "seconds": self.o.seconds,
-            "measured_seconds": t1 - t0,
+        matched, unmatched = observe.match(expects, watch.arrivals[mark.arrivals :])
+        points = {
+            "operator": [
+                (float(e.start or 0) - mark.t0, float(e.seen or 0) - float(e.start or 0))
+                for e in matched
+            ],
+            "raw watch": [
+                (float(e.start or 0) - mark.t0, by_rv[e.rv] - float(e.start or 0))
+                for e in expects
+                if e.rv and e.rv in by_rv
+            ],
+        }
+        return Facts(expects, unmatched, points)
+
+    def _load_figures(
+        self, mark: Mark, since: Since, achieved: float, played: int
+    ) -> dict[str, Any]:
+        """The load the window played, and what it cost the consumers and the machine."""
+        assert self.player is not None
+        counters = self.player.counters
+        return {
+            "measured_seconds": since.seconds,
             "achieved_rate": achieved,
             "transitions": played,
-            "write_errors": player.counters.errors - errors0,
-            "late_ticks": player.counters.late,
-            "steps": dict(player.counters.by_step),
-            "machine_busy": busy,
+            "write_errors": counters.errors - mark.errors,
+            "late_ticks": counters.late,
+            "steps": dict(counters.by_step),
+            "machine_busy": since.busy,
             "load_average_1m": os.getloadavg()[0],
-            "harness_cpu_seconds": me,
-            "cpu_per_1000": {n: 1000 * c / max(1, played) for n, c in cpu.items()},
-            "cpu_seconds": cpu,
-            "lag": {
-                "operator": observe.percentiles(op_lags),
-                "raw watch": observe.percentiles(raw_lags),
-            },
-            "facts_expected": len(expects),
-            "facts_missing": len(unmatched),
-            "missing_by_type": _count(e.type for e in unmatched),
-            "records_written": len(per_record),
-            "status_writes_per_record": {
-                "mean": sum(per_record) / len(per_record) if per_record else None,
-                "max": max(per_record) if per_record else None,
-            },
-            "writes_closer_than_window": close,
-            "writes_without_new_fact": bare,
-            "record_updates_seen": sum(per_record),
-            "api_requests": api,
-            "record_requests": record_api,
-            "apiserver_mean_latency_s": latency,
-            "record_status_writes": status_writes,
-            "record_writes_per_1000": 1000
-            * sum(
-                record_api.get(k, 0)
-                for k in record_api
-                if not k.startswith(("LIST", "WATCH", "GET"))
-            )
-            / max(1, played),
-            "operator_metrics": {
-                "status_writes_ok": sum_metric(
-                    op1, "podtrail_status_writes_total", kind="status", result="ok"
-                )
-                - sum_metric(op0, "podtrail_status_writes_total", kind="status", result="ok"),
-                "conflicts": sum_metric(op1, "podtrail_status_writes_total", result="conflict")
-                - sum_metric(op0, "podtrail_status_writes_total", result="conflict"),
-                "facts": sum_metric(op1, "podtrail_facts_total")
-                - sum_metric(op0, "podtrail_facts_total"),
-                "write_lag": histogram_quantiles(op0, op1, "podtrail_write_lag_seconds"),
-            },
+            "harness_cpu_seconds": since.harness_cpu,
+            "cpu_per_1000": {n: 1000 * c / max(1, played) for n, c in since.cpu.items()},
+            "cpu_seconds": since.cpu,
         }
-        if size == max(self.o.sizes) and rate == max(self.o.rates):
-            self.lag_series.setdefault(f"{size} pods, {rate:g}/s", []).append(
-                {
-                    "operator": [
-                        (float(e.start or 0) - t0, float(e.seen or 0) - float(e.start or 0))
-                        for e in matched
-                    ],
-                    "raw watch": [
-                        (float(e.start or 0) - t0, by_rv[e.rv] - float(e.start or 0))
-                        for e in expects
-                        if e.rv and e.rv in by_rv
-                    ],
-                }
-            )
-        lag = result["lag"]["operator"]
-        log(
-            f"{size} pods @ {rate:g}/s (repeat {repeat}): {played} transitions ({achieved:.0f}/s), "
-            f"operator lag p50 {_ms(lag['p50'])} p99 {_ms(lag['p99'])}, "
-            f"CPU/1000: "
-            + ", ".join(f"{n} {v:.2f} s" for n, v in result["cpu_per_1000"].items())
-            + f", missing facts {len(unmatched)}/{len(expects)}, machine busy {busy:.0%}"
-        )
-        return result
 
     async def worst_case(self) -> dict[str, Any]:
         """The record of a pod with thousands of probe failures and many restarts."""
@@ -658,15 +653,35 @@ class Bench:
         self, size: int, repeat: int, watch: observe.RecordWatch, operator: procs.Consumer
     ) -> dict[str, Any]:
         """Stop the operator, let pods change without it, start it: time until all is current."""
+        await operator.stop()
+        changed, expects = await self._change_while_down()
+        first_arrival = len(watch.arrivals)
+        api0 = await apimetrics.request_counts(self.kube)
+        new = self.operator(f"{size}-{repeat}-restart")
+        new.start()
+        result: dict[str, Any] = {"size": size, "repeat": repeat, "changes_while_down": changed}
+        current, unmatched = await self._until_current(new, expects, watch, first_arrival, size)
+        result.update(current)
+        result["cpu_seconds"] = new.cpu()
+        base = self.base_cpu.get("operator", 0.0)
+        result["cpu_ms_per_pod"] = 1000 * max(0.0, result["cpu_seconds"] - base) / size
+        result["facts_missing"] = len(unmatched)
+        result["missing_by_type"] = _count(e.type for e in unmatched)
+        api = apimetrics.delta(api0, await apimetrics.request_counts(self.kube))
+        result["record_requests"] = apimetrics.record_requests(api)
+        await asyncio.sleep(2.0)
+        result.update(await self._records_checked(watch))
+        _log_catch_up(result)
+        await new.stop()
+        return result
+
+    async def _change_while_down(self) -> tuple[int, list[Expect]]:
+        """Play the load with the operator stopped: (changes made, facts its restart must find)."""
         assert self.player is not None
         player = self.player
-        await operator.stop()
         rate = sorted(self.o.rates)[len(self.o.rates) // 2]
         first = len(player.expects)
-        player.recording = True
-        await player.play(rate, self.o.catchup_seconds)
-        player.recording = False
-        changed = len(player.expects) - first
+        await player.play_recorded(rate, self.o.catchup_seconds)
         live_keys = {p.key for p in player.pods.values() if not p.gone}
         # Facts of pods still alive must all be recovered from what their status shows; a
         # readiness flap while the operator was away leaves no trace in the status (the
@@ -678,37 +693,38 @@ class Bench:
             and e.step != "removed"
             and e.type not in ("ContainerReady", "ContainerNotReady")
         ]
-        first_arrival = len(watch.arrivals)
-        api0 = await apimetrics.request_counts(self.kube)
-        new = self.operator(f"{size}-{repeat}-restart")
-        new.start()
+        return len(player.expects) - first, expects
+
+    async def _until_current(
+        self,
+        new: procs.Consumer,
+        expects: list[Expect],
+        watch: observe.RecordWatch,
+        first_arrival: int,
+        size: int,
+    ) -> tuple[dict[str, Any], list[Expect]]:
+        """Wait until the restarted operator has every fact and every record follows its pod.
+
+        Returns ({"seconds": ...} or, at the deadline, the count not current; facts not found).
+        """
         t0 = time.monotonic()
-        result: dict[str, Any] = {"size": size, "repeat": repeat, "changes_while_down": changed}
         deadline = t0 + max(120.0, size * 0.05)
-        matched: list[Any] = []
-        unmatched: list[Any] = expects
+        unmatched = expects
+        current = live = 0
         while time.monotonic() < deadline:
             await asyncio.sleep(0.25)
             if not new.alive():
                 raise RuntimeError(f"operator exited: see {new.log_path}")
             for e in unmatched:
                 e.seen = None
-            matched, unmatched = observe.match(unmatched, watch.arrivals[first_arrival:])
+            _, unmatched = observe.match(unmatched, watch.arrivals[first_arrival:])
             current, live = self.synced(watch)
             if not unmatched and current == live:
-                result["seconds"] = time.monotonic() - t0
-                break
-        else:
-            result["seconds"] = None
-            result["not_current"] = live - current
-        result["cpu_seconds"] = new.cpu()
-        base = self.base_cpu.get("operator", 0.0)
-        result["cpu_ms_per_pod"] = 1000 * max(0.0, result["cpu_seconds"] - base) / size
-        result["facts_missing"] = len(unmatched)
-        result["missing_by_type"] = _count(e.type for e in unmatched)
-        api = apimetrics.delta(api0, await apimetrics.request_counts(self.kube))
-        result["record_requests"] = apimetrics.record_requests(api)
-        await asyncio.sleep(2.0)
+                return {"seconds": time.monotonic() - t0}, unmatched
+        return {"seconds": None, "not_current": live - current}, unmatched
+
+    async def _records_checked(self, watch: observe.RecordWatch) -> dict[str, Any]:
+        """Every record of the run: duplicate keys and facts, sizes, longest timeline."""
         items = (await self.kube.list_all(observe.RECORDS, watch.params))["items"]
         worst = self.worst_key
         ordinary = [
@@ -716,23 +732,16 @@ class Bench:
             for item in items
             if (item["metadata"]["namespace"], item["metadata"]["name"]) != worst
         ]
-        result["duplicate_keys"] = sum(_duplicates(item) for item in items)
-        # The worst-case pod restarts several times a second: equal texts there are expected.
-        result["duplicate_facts"] = sum(_same_fact_twice(item) for item in ordinary)
-        result["record_size_kib"] = observe.record_sizes(items)
-        result["records"] = len(items)
-        result["timeline_entries_max"] = max(
-            (len((i.get("status") or {}).get("timeline") or []) for i in items), default=0
-        )
-        log(
-            f"restart catch-up, {size} pods (repeat {repeat}): "
-            + (f"{result['seconds']:.1f} s" if result["seconds"] is not None else "NOT current")
-            + f", {result['cpu_ms_per_pod']:.2f} ms CPU a pod, duplicate keys "
-            f"{result['duplicate_keys']}, "
-            f"record size p50 {result['record_size_kib']['p50'] or 0:.1f} KiB"
-        )
-        await new.stop()
-        return result
+        return {
+            "duplicate_keys": sum(_duplicates(item) for item in items),
+            # The worst-case pod restarts several times a second: equal texts there are expected.
+            "duplicate_facts": sum(_same_fact_twice(item) for item in ordinary),
+            "record_size_kib": observe.record_sizes(items),
+            "records": len(items),
+            "timeline_entries_max": max(
+                (len((i.get("status") or {}).get("timeline") or []) for i in items), default=0
+            ),
+        }
 
     def results_so_far(self) -> dict[str, Any]:
         """Everything measured so far, as the report reads it."""
@@ -764,6 +773,153 @@ class Bench:
             self.lease.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.lease
+
+
+@dataclasses.dataclass
+class Mark:
+    """Where the counters stood as a window began (the window's share is taken from them)."""
+
+    t0: float
+    transitions: int
+    errors: int
+    cpu: dict[str, float]  # by consumer
+    harness_cpu: float
+    busy: tuple[float, float]  # the machine's busy and total jiffies
+    api: Counter[str]  # API server requests by "VERB resource"
+    api_seconds: Counter[str]
+    operator_metrics: str  # the operator's /metrics
+    expects: int  # the player's expectations so far
+    arrivals: int  # the record watch's arrivals so far
+    writes: dict[tuple[str, str], int]  # writes seen of each record so far
+    bare: dict[tuple[str, str], int]  # of those, writes that added no timeline content
+
+
+@dataclasses.dataclass
+class Since:
+    """What happened from a window's mark to its end (the last facts landed)."""
+
+    seconds: float
+    cpu: dict[str, float]
+    harness_cpu: float
+    busy: float  # the machine's busy share
+    api: dict[str, int]
+    latency: dict[str, float | None]
+    operator_metrics: str
+
+
+@dataclasses.dataclass
+class Facts:
+    """A window's expected facts, those its record never showed, and the lag of the others."""
+
+    expects: list[Expect]
+    unmatched: list[Expect]
+    points: dict[str, list[tuple[float, float]]]  # by consumer: (seconds into the window, lag)
+
+    def figures(self) -> dict[str, Any]:
+        """The lag percentiles and the facts missing."""
+        return {
+            "lag": {
+                name: observe.percentiles([lag for _, lag in points])
+                for name, points in self.points.items()
+            },
+            "facts_expected": len(self.expects),
+            "facts_missing": len(self.unmatched),
+            "missing_by_type": _count(e.type for e in self.unmatched),
+        }
+
+
+class _Quiet:
+    """Counts a process's idle samples in a row (under 10 ms of CPU each, once it has worked)."""
+
+    def __init__(self) -> None:
+        self.last = 0.0
+        self.count = 0
+
+    def sample(self, cpu: float) -> int:
+        """Take its CPU seconds so far; the idle samples in a row."""
+        idle = cpu - self.last < 0.01 and cpu > 0.02
+        self.count = self.count + 1 if idle else 0
+        self.last = cpu
+        return self.count
+
+
+def _record_writes(watch: observe.RecordWatch, mark: Mark, coalesce: float) -> dict[str, Any]:
+    """Status writes per record, seen by the harness's watch (one update = one write)."""
+    per_record: list[int] = []
+    close = 0
+    bare = 0
+    for key, view in watch.views.items():
+        new = [t for t in view.writes[mark.writes.get(key, 0) :] if t >= mark.t0]
+        if new:
+            per_record.append(len(new))
+            ordered = sorted(new)
+            close += sum(
+                1 for a, b in zip(ordered, ordered[1:], strict=False) if b - a < coalesce * 0.9
+            )
+        bare += view.bare_writes - mark.bare.get(key, 0)
+    return {
+        "records_written": len(per_record),
+        "status_writes_per_record": {
+            "mean": sum(per_record) / len(per_record) if per_record else None,
+            "max": max(per_record) if per_record else None,
+        },
+        "writes_closer_than_window": close,
+        "writes_without_new_fact": bare,
+        "record_updates_seen": sum(per_record),
+    }
+
+
+def _api_figures(
+    api: dict[str, int], latency: dict[str, float | None], played: int
+) -> dict[str, Any]:
+    """The API server's requests: all, on records, and the writes of records per transition."""
+    record_api = apimetrics.record_requests(api)
+    writes = sum(v for k, v in record_api.items() if not k.startswith(("LIST", "WATCH", "GET")))
+    return {
+        "api_requests": api,
+        "record_requests": record_api,
+        "apiserver_mean_latency_s": latency,
+        "record_status_writes": sum(v for k, v in record_api.items() if k.endswith("/status")),
+        "record_writes_per_1000": 1000 * writes / max(1, played),
+    }
+
+
+def _operator_figures(before: str, after: str) -> dict[str, Any]:
+    """What the operator's own metrics counted between two scrapes."""
+
+    def grown(name: str, **labels: str) -> float:
+        return sum_metric(after, name, **labels) - sum_metric(before, name, **labels)
+
+    return {
+        "status_writes_ok": grown("podtrail_status_writes_total", kind="status", result="ok"),
+        "conflicts": grown("podtrail_status_writes_total", result="conflict"),
+        "facts": grown("podtrail_facts_total"),
+        "write_lag": histogram_quantiles(before, after, "podtrail_write_lag_seconds"),
+    }
+
+
+def _log_window(result: dict[str, Any]) -> None:
+    lag = result["lag"]["operator"]
+    log(
+        f"{result['size']} pods @ {result['rate']:g}/s (repeat {result['repeat']}): "
+        f"{result['transitions']} transitions ({result['achieved_rate']:.0f}/s), "
+        f"operator lag p50 {_ms(lag['p50'])} p99 {_ms(lag['p99'])}, "
+        f"CPU/1000: "
+        + ", ".join(f"{n} {v:.2f} s" for n, v in result["cpu_per_1000"].items())
+        + f", missing facts {result['facts_missing']}/{result['facts_expected']}, "
+        f"machine busy {result['machine_busy']:.0%}"
+    )
+
+
+def _log_catch_up(result: dict[str, Any]) -> None:
+    seconds = result["seconds"]
+    log(
+        f"restart catch-up, {result['size']} pods (repeat {result['repeat']}): "
+        + (f"{seconds:.1f} s" if seconds is not None else "NOT current")
+        + f", {result['cpu_ms_per_pod']:.2f} ms CPU a pod, duplicate keys "
+        f"{result['duplicate_keys']}, "
+        f"record size p50 {result['record_size_kib']['p50'] or 0:.1f} KiB"
+    )
 
 
 def _count(values: Any) -> dict[str, int]:
