@@ -604,12 +604,14 @@ class FakeApiServer:
     def __init__(self, statuses: Iterable[int | None]) -> None:
         self.statuses = list(statuses)
         self.release = asyncio.Event()
+        self.holding = asyncio.Event()
         self.runner: web.AppRunner | None = None
         self.port = 0
 
     async def handle(self, request: web.Request) -> web.Response:
         status = self.statuses.pop(0) if self.statuses else 200
         if status is None:  # a server that never answers
+            self.holding.set()
             await self.release.wait()
             status = 200
         headers = {"Retry-After": "1"} if status == 429 else {}
@@ -657,21 +659,50 @@ async def test_a_throttled_read_is_retried_through_the_client() -> None:
     assert clock.sleeps == [1.0, 0.75]
 
 
+class LoopTime:
+    """The running loop's clock, stopped, and moved on only by the test.
+
+    The HTTP client bounds a call with a timer on the loop's clock (loop.time), not with a
+    sleep: with the clock stopped, the timer fires when the test moves the clock past it.
+    """
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.offset = 0.0
+
+    def __enter__(self) -> LoopTime:
+        stopped_at = self.loop.time()
+        self.loop.time = lambda: stopped_at + self.offset  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        del self.loop.time
+
+    async def advance(self, seconds: float) -> None:
+        self.offset += seconds
+        for _ in range(20):  # the timers due fire on the loop's next turns
+            await asyncio.sleep(0)
+
+
 async def test_a_server_that_never_answers_holds_a_call_no_longer_than_its_timeout() -> None:
     clock, counted = FakeClock(), []
     async with FakeApiServer([None]) as server:
-        api = local_kube(server.port, clock, counted, request_timeout=0.2)
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+        api = local_kube(server.port, clock, counted, request_timeout=2.0)
         try:
-            with pytest.raises(TimeoutError):
-                await api.get_namespace("team-a")
+            with LoopTime() as time:
+                call = asyncio.create_task(api.get_namespace("team-a"))
+                await server.holding.wait()  # the request arrived; no answer will come
+                await time.advance(1.99)
+                assert not call.done(), "the call gave up before its timeout"
+                await time.advance(0.02)
+                assert call.done(), "the call outlived its timeout"
+                with pytest.raises(TimeoutError):
+                    await call
         finally:
             await api.close()
-        elapsed = loop.time() - started
 
-    assert 0.15 <= elapsed < 2.0
     assert counted == [("get", "timeout")]
+    assert clock.sleeps == [], "a one-shot call is not retried"
 
 
 async def test_a_throttled_pod_watch_through_the_client_backs_off_then_streams() -> None:
