@@ -1,9 +1,15 @@
+import argparse
+import dataclasses
+
 import pytest
 
 from podtrail import core
 from podtrail.shell.settings import (
+    OPTIONS,
     RECORD_SIZE_LIMIT,
+    Option,
     PodtrailSettings,
+    build_parser,
     invalid_settings,
     parse_settings,
     record_limits,
@@ -162,3 +168,56 @@ def test_time_bounds_must_be_positive(flag: str, capsys: pytest.CaptureFixture[s
     with pytest.raises(SystemExit):
         parse_settings([flag, "0"], env={})
     assert f"{flag} must be positive" in capsys.readouterr().err
+
+
+# A value for each setting other than its default, as a flag or variable gives it.
+OTHER_VALUES: dict[str, tuple[str, object]] = {
+    "namespaces": ("team-a", ("team-a",)),
+    "opt_in": ("true", True),
+    "retention_seconds": ("60", 60),
+    "max_records_per_namespace": ("10", 10),
+    "max_records": ("100", 100),
+    "timeline_entries": ("50", 50),
+    "message_length": ("64", 64),
+    "messages": ("none", "none"),
+    "previous_instances": ("2", 2),
+    "coalesce_seconds": ("0.5", 0.5),
+    "sweep_seconds": ("5", 5.0),
+    "write_concurrency": ("2", 2),
+    "log_format": ("console", "console"),
+    "log_level": ("debug", "debug"),
+    "health_port": ("0", 0),
+    "metrics_port": ("0", 0),
+    "kubeconfig": ("/tmp/config", "/tmp/config"),
+    "request_timeout_seconds": ("5", 5.0),
+    "stream_outage_seconds": ("60", 60.0),
+    "flush_seconds": ("8", 8.0),
+    "leader_election": ("false", False),
+    "lease_name": ("other", "other"),
+    "lease_namespace": ("ops", "ops"),
+    "metrics_namespace_label": ("false", False),
+}
+
+
+def test_every_setting_has_an_option_in_the_table() -> None:
+    fields = [field.name for field in dataclasses.fields(PodtrailSettings)]
+    assert sorted(option.attribute for option in OPTIONS) == sorted(fields)
+    assert sorted(OTHER_VALUES) == sorted(fields)
+
+
+@pytest.mark.parametrize("option", OPTIONS, ids=lambda option: option.flag)
+def test_each_option_is_set_by_its_flag_and_by_its_variable(option: Option) -> None:
+    text, value = OTHER_VALUES[option.attribute]
+    if option.action == "store_true":
+        argv = [f"--{option.flag}"]
+    elif option.action is argparse.BooleanOptionalAction:
+        argv = [f"--{option.flag}" if value else f"--no-{option.flag}"]
+    else:
+        argv = [f"--{option.flag}", text]
+    base = {"PODTRAIL_LOG_FORMAT": "json"}  # not the terminal's choice
+    assert getattr(parse_settings(argv, env=base), option.attribute) == value
+    variable = "PODTRAIL_NAMESPACES" if option.attribute == "namespaces" else option.env_name
+    if variable is not None:
+        from_env = parse_settings([], env=base | {variable: text})
+        assert getattr(from_env, option.attribute) == value
+        assert variable in build_parser(base).format_help()
