@@ -81,7 +81,13 @@ async def succeeded(h: Harness) -> Any:
 
 async def failed(h: Harness) -> Any:
     body = pod("broken", container("app", "exit 3"), restart="Never")
-    return await _run(h, "failed", body, has_outcome("Failed"))
+    # the outcome label follows the status write that settles the outcome
+    return await _run(
+        h,
+        "failed",
+        body,
+        lambda r: (r["metadata"].get("labels") or {}).get("podtrail.io/outcome") == "Failed",
+    )
 
 
 async def oom_killed(h: Harness) -> Any:
@@ -102,7 +108,14 @@ async def oom_killed(h: Harness) -> Any:
 
 async def unschedulable(h: Harness) -> Any:
     body = pod("nowhere", container("app", "sleep 60"), nodeSelector={"podtrail.io/none": "x"})
-    return await _run(h, "unschedulable", body, has_entry("FailedScheduling"))
+
+    def tried(record: dict[str, Any]) -> bool:
+        # the scheduler's Event and its PodScheduled=False condition, in either order
+        return has_entry("FailedScheduling")(record) and any(
+            "PodScheduled" in e["summary"] for e in entries(record, "ConditionChanged")
+        )
+
+    return await _run(h, "unschedulable", body, tried)
 
 
 async def image_pull_fails(h: Harness) -> Any:

@@ -420,8 +420,8 @@ def test_the_termination_steps_in_order(outcome: Any) -> None:
     assert not entries(record, "PreStopHookFailed")
     hook_and_term = seconds(time["exited"], time["killing"])
     assert HOOK_SECONDS <= hook_and_term <= HOOK_SECONDS + 2, f"preStop then TERM: {hook_and_term}"
-    assert seconds(time["killing"], time["requested"]) >= 0
-    assert seconds(time["terminating"], time["requested"]) >= 0
+    # The control plane turns the endpoint terminating at the request (seen within a second).
+    assert seconds(time["terminating"], time["requested"]) < 5
     (ended,) = termination["containers"]
     assert (ended["verdict"], ended["signal"], ended["exitCode"]) == ("ExitedOnTerm", "TERM", 0)
     assert ended["secondsAfterRequest"] >= HOOK_SECONDS
