@@ -137,10 +137,6 @@ class Option:
         return self.variable
 
 
-def _number(flag: str, kind: type[int] | type[float], text: str) -> Option:
-    return Option(flag, text, kind=kind)
-
-
 OPTIONS: tuple[Option, ...] = (
     Option(
         "namespace",
@@ -156,20 +152,20 @@ OPTIONS: tuple[Option, ...] = (
         action="store_true",
         shown="off",
     ),
-    _number("retention-seconds", int, "keep records this long after the pod is gone"),
-    _number("max-records-per-namespace", int, "bound on records per namespace"),
-    _number("max-records", int, "bound on records in the cluster"),
-    _number("timeline-entries", int, "timeline entries kept per record"),
-    _number("message-length", int, "characters kept of each message"),
-    _number("previous-instances", int, "earlier pods of the same name summarised per record"),
-    _number("coalesce-seconds", float, "window gathering the status writes of one record"),
-    _number("sweep-seconds", float, "interval of the retention sweep"),
-    _number("write-concurrency", int, "status writes in flight at once"),
-    _number("request-timeout-seconds", float, "bound on every API request but watches"),
-    _number("stream-outage-seconds", float, "liveness fails once a stream is down this long"),
-    _number("flush-seconds", float, "bound on writing what is pending at shutdown"),
-    _number("health-port", int, "liveness endpoint port (0: off)"),
-    _number("metrics-port", int, "Prometheus metrics port (0: off)"),
+    Option("retention-seconds", "keep records this long after the pod is gone", kind=int),
+    Option("max-records-per-namespace", "bound on records per namespace", kind=int),
+    Option("max-records", "bound on records in the cluster", kind=int),
+    Option("timeline-entries", "timeline entries kept per record", kind=int),
+    Option("message-length", "characters kept of each message", kind=int),
+    Option("previous-instances", "earlier pods of the same name summarised per record", kind=int),
+    Option("coalesce-seconds", "window gathering the status writes of one record", kind=float),
+    Option("sweep-seconds", "interval of the retention sweep", kind=float),
+    Option("write-concurrency", "status writes in flight at once", kind=int),
+    Option("request-timeout-seconds", "bound on every API request but watches", kind=float),
+    Option("stream-outage-seconds", "liveness fails once a stream is down this long", kind=float),
+    Option("flush-seconds", "bound on writing what is pending at shutdown", kind=float),
+    Option("health-port", "liveness endpoint port (0: off)", kind=int),
+    Option("metrics-port", "Prometheus metrics port (0: off)", kind=int),
     Option(
         "messages",
         "first-line: keep the first line of every message; none: keep no message text, "
