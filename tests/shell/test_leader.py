@@ -15,6 +15,7 @@ import pytest
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from podtrail.shell import handlers, kube
+from podtrail.shell.health import StreamHealth
 from podtrail.shell.kube import Kube
 from podtrail.shell.leader import ElectionConfig, LeaderElector, default_identity
 from podtrail.shell.metrics import Metrics
@@ -624,3 +625,25 @@ async def test_shutdown_flushes_while_leading_then_releases(
     assert leader_gauge(metrics) == 0
     assert all(task.done() for task in tasks.values())
     await stop(*election.leases.tasks.values())  # type: ignore[attr-defined]
+
+
+def probe_of(registry: kopf.OperatorRegistry) -> Callable[..., Any]:
+    (handler,) = [h for h in registry._activities.get_all_handlers() if h.id == "pending"]
+    return cast(Callable[..., Any], handler.fn)
+
+
+async def test_the_liveness_probe_names_a_stopped_loop(clock: FakeClock) -> None:
+    probe = probe_of(handlers.build_registry(PodtrailSettings(), Metrics(), None))
+    memo = kopf.Memo()
+    assert probe(memo=memo) == "standby"
+    parts = FakeRuntimeParts([])
+    parts.health = StreamHealth(monotonic=clock.monotonic)  # type: ignore[attr-defined]
+    parts.metrics = Metrics()  # type: ignore[attr-defined]
+    memo.runtime = parts
+    try:
+        assert probe(memo=memo) == 4, "the writer's pending facts"
+        await stop(parts.tasks["sweep"])
+        with pytest.raises(kopf.PermanentError, match="^sweep stopped$"):
+            probe(memo=memo)
+    finally:
+        await stop(*parts.tasks.values())

@@ -121,7 +121,7 @@ def _register_lifecycle(
 ) -> None:
     """Start-up (the runtime, or standing by for the Lease) and clean-up (flush, release)."""
 
-    @kopf.on.startup(registry=registry)
+    @kopf.on.startup(id="start", registry=registry)
     async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         _tune_kopf(settings, options.request_timeout_seconds)
         _serve_metrics(options, metrics, memo)
@@ -134,7 +134,7 @@ def _register_lifecycle(
             raise kopf.PermanentError(str(error)) from error
         metrics.leader.set(1)
 
-    @kopf.on.cleanup(registry=registry)
+    @kopf.on.cleanup(id="stop", registry=registry)
     async def stop(memo: kopf.Memo, **_: Any) -> None:
         running: Election | None = getattr(memo, "election", None)
         if running is not None:
@@ -146,7 +146,7 @@ def _register_lifecycle(
 
 
 def _register_login(registry: kopf.OperatorRegistry, options: PodtrailSettings) -> None:
-    @kopf.on.login(registry=registry)
+    @kopf.on.login(id="login", registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         # The API client's order (Kube.connect): an explicit --kubeconfig (main() exports it as
         # KUBECONFIG), else in-cluster credentials, then $KUBECONFIG, then ~/.kube/config.
@@ -159,7 +159,7 @@ def _register_login(registry: kopf.OperatorRegistry, options: PodtrailSettings) 
 
 
 def _register_namespaces(registry: kopf.OperatorRegistry) -> None:
-    @kopf.on.event("", "v1", "namespaces", registry=registry)
+    @kopf.on.event("", "v1", "namespaces", id="namespace_changed", registry=registry)
     async def namespace_changed(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         runtime: Runtime | None = getattr(memo, "runtime", None)
         if runtime is None:
@@ -172,10 +172,10 @@ def _register_probe(registry: kopf.OperatorRegistry) -> None:
     def pending(memo: kopf.Memo, **_: Any) -> int | str:
         running: Election | None = getattr(memo, "election", None)
         runtime: Runtime | None = getattr(memo, "runtime", None)
-        for holder in (running, runtime):
-            for name, task in holder.tasks.items() if holder is not None else ():
-                if task.done():
-                    raise kopf.PermanentError(f"{name} stopped")
+        holders: list[NamedTasks] = [h for h in (running, runtime) if h is not None]
+        for name, task in (item for holder in holders for item in holder.tasks.items()):
+            if task.done():
+                raise kopf.PermanentError(f"{name} stopped")
         if runtime is not None:
             _check_streams(runtime)
             return runtime.writer.pending_count()
