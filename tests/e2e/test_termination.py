@@ -28,7 +28,7 @@ TRAP_TERM = "trap 'echo bye; exit 0' TERM; while true; do sleep 0.2; done"
 IGNORE_TERM = "while true; do sleep 1; done"  # a PID-1 shell without a trap ignores TERM
 
 
-def removed(record: dict[str, Any]) -> bool:
+def pod_removed(record: dict[str, Any]) -> bool:
     return bool((status_of(record).get("times") or {}).get("deleted"))
 
 
@@ -39,7 +39,7 @@ async def _stopped(h: Harness, namespace: str, name: str) -> Any:
     return await h.kube.wait_record(
         namespace,
         name,
-        lambda r: removed(r) and has_entry("KillingStarted", "app")(r),
+        lambda r: pod_removed(r) and has_entry("KillingStarted", "app")(r),
         what="the pod's removal and the kubelet's Killing Event",
     )
 
@@ -53,7 +53,7 @@ async def _delete_running(h: Harness, prefix: str, body: dict[str, Any], **delet
     await h.kube.delete_pod(namespace, name, **delete)
     if delete.get("grace") == 0:  # killed at once: the kubelet may report no Killing at all
         await h.kube.wait_pod_gone(namespace, name)
-        return await h.kube.wait_record(namespace, name, removed, what="the pod's removal")
+        return await h.kube.wait_record(namespace, name, pod_removed, what="the pod's removal")
     return await _stopped(h, namespace, name)
 
 
@@ -200,7 +200,9 @@ async def preempted(h: Harness) -> Any:
             namespace,
             "victim",
             lambda r: (
-                has_outcome("Preempted")(r) and removed(r) and has_entry("KillingStarted", "app")(r)
+                has_outcome("Preempted")(r)
+                and pod_removed(r)
+                and has_entry("KillingStarted", "app")(r)
             ),
             what="Preempted, the removal and the kubelet's Killing Event",
         )
