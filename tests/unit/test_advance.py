@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import pytest
@@ -328,3 +329,33 @@ def test_the_removal_of_an_earlier_instance_may_arrive_after_its_successor() -> 
     assert step.status["timeline"] == status["timeline"]
     again = core.advance(step.status, gone, now=at(61))
     assert again.status == step.status and again.facts == ()
+
+
+def test_one_pod_observation_works_out_its_deletion_request_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    advance = importlib.import_module("podtrail.core.advance")  # core.advance is the function
+    deletion = importlib.import_module("podtrail.core.deletion")
+    calls: list[object] = []
+
+    def counted(*args: Any) -> Any:
+        calls.append(args)
+        return deletion.next_deletion(*args)
+
+    monkeypatch.setattr(advance, "next_deletion", counted)
+    steps = SCENARIOS["killed_after_grace"]()
+    status, facts = play(steps)
+    pods = [s for s in steps if isinstance(s, core.PodSeen)]
+    assert len(calls) == len(pods), "once per pod observation, none for the others"
+    assert status["outcome"] == "KilledAfterGrace" and facts
+
+
+def test_the_labels_and_the_status_of_one_write_share_one_analysis() -> None:
+    from dataclasses import replace
+
+    from podtrail.core.conclude import analyse_record
+
+    status, _ = play(SCENARIOS["killed_after_grace"]())
+    record = core.load_record(status)
+    marked = replace(record, label_marks=("0" * 12,))  # what a write does between the two
+    assert analyse_record(marked, core.Limits()) is analyse_record(record, core.Limits())

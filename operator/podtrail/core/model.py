@@ -1,7 +1,8 @@
 """The record's state: what podtrail knows about one pod, as frozen dataclasses.
 
-Everything a later step needs is here and is persisted in the record's status (see
-render.py), so the operator can restart at any time and carry on from the stored status.
+Everything a later step needs is here and is persisted in the record's status (written by
+render.py, read back by load.py), so the operator can restart at any time and carry on from
+the stored status.
 """
 
 from __future__ import annotations
