@@ -247,19 +247,19 @@ def test_failed_pod(outcome: Any) -> None:
     order = [
         index_of(outcome, "Created"),
         index_of(outcome, "Scheduled"),
-        index_of(outcome, "ContainerStarted", container="app"),
         index_of(outcome, "ContainerTerminated", container="app"),
         index_of(outcome, "PhaseChanged", toPhase="Failed"),
     ]
     assert order == sorted(order), describe(outcome)
     assert_causal_order(outcome)
-    # The phase's time is the container's end; `exit 3` runs for milliseconds (whole seconds,
-    # and a busy node may take a moment to start the shell).
+    # The phase's time is the container's end. `exit 3` runs for milliseconds: its start and
+    # end are the same second or the next, either way round (the runtime may stamp the start
+    # of a run this short after its end: seen on the local cluster under load, 1 s after).
     failed_at = entry(outcome, "PhaseChanged")
     assert failed_at["toPhase"] == "Failed" and failed_at["time"] == ended["time"]
     assert status["times"]["finished"] == ended["time"]
     started = parse_time(entry(outcome, "ContainerStarted", "app")["time"])
-    assert 0 <= (parse_time(ended["time"]) - started).total_seconds() <= 2
+    assert abs((parse_time(ended["time"]) - started).total_seconds()) <= 1
 
 
 @plays(oom_killed)
