@@ -146,10 +146,12 @@ class FakeStore:
         return self._bump(record)
 
     async def patch_record_labels(
-        self, namespace: str, name: str, changes: Mapping[str, str | None]
+        self, namespace: str, name: str, changes: Mapping[str, str | None], resource_version: str
     ) -> dict[str, Any]:
         await self._enter("labels", namespace, name)
         record = self.records[(namespace, name)]
+        if record["metadata"]["resourceVersion"] != resource_version:
+            raise kube.ConflictError(name)
         labels = dict(record["metadata"].get("labels") or {})
         labels.update(changes)
         record["metadata"]["labels"] = {k: v for k, v in labels.items() if v is not None}

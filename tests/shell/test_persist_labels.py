@@ -105,11 +105,39 @@ async def test_a_users_label_the_writer_has_not_seen_yet_is_not_dropped() -> Non
         record = h.store.records[(NS, NAME)]
         # A user labels the record; its watch event has not reached the writer yet.
         record["metadata"]["labels"] = dict(record["metadata"]["labels"]) | {"team": "payments"}
+        h.store._bump(record)
         see(h, alive())  # the node is known: a label write follows
         await h.settle()
         labels = h.store.labels()
         assert labels["team"] == "payments"
         assert labels["podtrail.io/node"] == "worker-1"
+
+
+async def test_a_users_value_for_the_operators_key_is_kept_though_echoes_lag() -> None:
+    async with running() as h:
+        see(h, unscheduled())
+        await h.settle()
+        stale = h.store._bump(h.store.records[(NS, NAME)])  # an echo the watch brings late
+        see(h, alive())
+        await h.settle()
+        record = h.store.records[(NS, NAME)]
+        # A user sets the outcome label the operator would set; the writer's next write fails
+        # on it and reads the record again...
+        record["metadata"]["labels"] = dict(record["metadata"]["labels"]) | {
+            "podtrail.io/outcome": "mine"
+        }
+        h.store._bump(record)
+        see(h, deleting())
+        await h.settle()
+        # ...then the record watch, behind, brings a version older than the one it read.
+        h.writer.adopt(stale)
+        see(h, exited())
+        h.writer.submit(core.PodGone(NS, NAME, b.UID, clock(), True))
+        await h.settle()
+        labels = h.store.labels()
+        assert labels["podtrail.io/outcome"] == "mine", "the user's value, not the outcome"
+        assert labels["podtrail.io/node"] == "worker-1"
+        assert h.store.status()["outcome"] == "GracefulShutdown"
 
 
 async def test_a_pod_label_change_alone_is_written() -> None:

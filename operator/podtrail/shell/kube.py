@@ -369,14 +369,18 @@ class Kube:
             raise _translate(error) from error
 
     async def patch_record_labels(
-        self, namespace: str, name: str, changes: Mapping[str, str | None]
+        self, namespace: str, name: str, changes: Mapping[str, str | None], resource_version: str
     ) -> Raw:
         """Set these labels of a record and remove those given as None; others stay as they are.
 
-        A JSON merge patch of the keys that change only: a label someone else set meanwhile,
-        which the operator has not seen yet, is never dropped.
+        A JSON merge patch of the keys that change only, made at the resourceVersion the
+        changes were worked out from (ConflictError if the record changed since): a label
+        someone else set meanwhile, which the operator has not seen yet, is never overwritten.
         """
-        patch = {"metadata": {"labels": dict(changes)}}
+        meta: dict[str, Any] = {"labels": dict(changes)}
+        if resource_version:
+            meta["resourceVersion"] = resource_version  # a precondition: 409 if it moved on
+        patch = {"metadata": meta}
         try:
             return await _json(
                 self._custom.patch_namespaced_custom_object(

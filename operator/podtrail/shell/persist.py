@@ -74,9 +74,12 @@ class RecordStore(Protocol):
         """Write the status; raises ConflictError or NotFoundError."""
 
     async def patch_record_labels(
-        self, namespace: str, name: str, changes: Mapping[str, str | None]
+        self, namespace: str, name: str, changes: Mapping[str, str | None], resource_version: str
     ) -> dict[str, Any]:
-        """Set these labels and remove those given as None; the record's others stay."""
+        """Set these labels and remove those given as None; the record's others stay.
+
+        Raises ConflictError when the record is no longer at this resourceVersion.
+        """
 
     async def post_record_event(
         self,
@@ -360,13 +363,13 @@ class RecordWriter:
         key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
         state = self._records.get(key) or self._new_state(*key)
         if state.exists and state.uid == meta.get("uid"):
-            # Our own writes come back through the watch: learn only the spec (the status we
-            # hold is as new or newer; a conflict on the next write re-reads it if not), and
-            # the labels of a change that is not ours (a user's labels are kept as they are).
+            # Our own writes come back through the watch: learn only the spec. The status and
+            # the labels we hold go with our resourceVersion: every write is made at it, so a
+            # change we have not seen (a user's label) fails it and is read afresh. An echo
+            # can be older than what we hold (the watch lags our writes): its labels would
+            # take back a user's change we already know of.
             ttl = (record.get("spec") or {}).get("ttlSecondsAfterPodDeletion")
             state.ttl_seconds = ttl if isinstance(ttl, int) else None
-            if meta.get("resourceVersion") != state.resource_version and not state.evicted:
-                state.stored_labels = dict(meta.get("labels") or {})
             return state
         self._load(state, record)
         gone_at = state.pod_gone_at
@@ -648,8 +651,9 @@ class RecordWriter:
             record = state.record
             if record == state.stored:
                 self._settle(state, written, record, None)
-                await self._write_labels(state, labels)
-                return
+                if await self._write_labels(state, labels):
+                    return
+                continue
             status = core.render_record(record, self._limits)
             try:
                 stored = await self._store.replace_record_status(
@@ -667,8 +671,8 @@ class RecordWriter:
             meta = stored.get("metadata") or {}
             state.resource_version = meta.get("resourceVersion")
             self._settle(state, written, record, status)
-            await self._write_labels(state, labels)
-            return
+            if await self._write_labels(state, labels):
+                return
         raise kube.ConflictError(f"gave up after {_MAX_ATTEMPTS} conflicting writes")
 
     def _settle(
@@ -721,27 +725,36 @@ class RecordWriter:
         state.labels_due = labels != state.stored_labels
         return labels
 
-    async def _write_labels(self, state: RecordState, labels: dict[str, str]) -> None:
-        """Write the labels if they changed.
+    async def _write_labels(self, state: RecordState, labels: dict[str, str]) -> bool:
+        """Write the labels if they changed; False if the record changed since it was read.
 
-        That is a few times in a record's life: at its creation (with the record), then once
-        its node is known and once its outcome is, and when the pod's labels change.
+        The record is then read again and the caller merges the labels anew. Labels change a
+        few times in a record's life: at its creation (with the record), then once its node is
+        known and once its outcome is, and when the pod's labels change.
         """
         if not state.labels_due:
-            return
-        # Only the keys that change: a label a user added since the operator last read the
-        # record is one it has not seen, and stays.
+            return True
+        # Only the keys that change, at the resourceVersion the merge was made from: a label a
+        # user set since is one the merge has not seen, and must not be overwritten.
         changes: dict[str, str | None] = {
             key: value for key, value in labels.items() if state.stored_labels.get(key) != value
         }
         changes.update((key, None) for key in state.stored_labels if key not in labels)
-        record = await self._store.patch_record_labels(state.namespace, state.name, changes)
+        try:
+            record = await self._store.patch_record_labels(
+                state.namespace, state.name, changes, state.resource_version or ""
+            )
+        except kube.ConflictError:
+            self._metrics.writes.labels(kind="labels", result="conflict").inc()
+            await self._reload(state)
+            return False
         self._metrics.writes.labels(kind="labels", result="ok").inc()
         meta = record.get("metadata") or {}
         state.resource_version = meta.get("resourceVersion")
         state.stored_labels = dict(meta.get("labels") or {})
         state.labels_due = False
         self._track(state)
+        return True
 
     async def _reload(self, state: RecordState) -> None:
         record = await self._store.get_record(state.namespace, state.name)
