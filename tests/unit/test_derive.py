@@ -238,6 +238,29 @@ TABLES: dict[str, list[Case]] = {
             [{"type": "ForceDeleted", "time": at(100)}],
         ),
         (
+            "force deletion of a scheduled pod whose containers have not run yet",
+            [P(phase="Pending", statuses=[waiting()])],
+            P(phase="Pending", statuses=[waiting()], deleted_at=20, grace=0),
+            [
+                {
+                    "type": "ForceDeleted",
+                    "summary": "Force deleted: grace period 0, no container running",
+                }
+            ],
+        ),
+        (
+            "grace 0 for a pod that had finished: the API server's own, no force",
+            [P(phase="Succeeded", statuses=[terminated(finished_at=30)])],
+            P(phase="Succeeded", statuses=[terminated(finished_at=30)], deleted_at=40, grace=0),
+            [
+                {
+                    "type": "DeletionRequested",
+                    "summary": "Deletion requested after the pod had finished: "
+                    "it is removed at once",
+                }
+            ],
+        ),
+        (
             "deletion before scheduling",
             [P(node=None)],
             P(node=None, deleted_at=20, grace=0),

@@ -303,13 +303,18 @@ def _deletion_facts(
     stamp = deletion.timestamp
     grace = window.grace_seconds
     deadline = format_time(window.deadline)
-    if grace == 0 and pod.node_name and any_running(c.state for c in pod.containers):
+    finished = pod.phase in ("Succeeded", "Failed")
+    if grace == 0 and pod.node_name and not finished:
+        # A user's grace 0 (the API server gives 0 itself only to unscheduled or ended pods).
+        running = any_running(c.state for c in pod.containers)
         return [
             Fact(
                 key=make_key(uid, FactType.FORCE_DELETED, stamp),
                 type=FactType.FORCE_DELETED,
                 time=window.requested_at,
-                summary="Force deleted: grace period 0, containers killed at once",
+                summary="Force deleted: grace period 0, containers killed at once"
+                if running
+                else "Force deleted: grace period 0, no container running",
                 source=Source.STATUS,
                 pod_uid=pod.pod_uid,
             )
