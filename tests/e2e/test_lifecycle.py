@@ -76,7 +76,9 @@ async def _run(
 
 async def succeeded(h: Harness) -> Any:
     body = pod("done", container("app", "echo hi"), restart="Never")
-    return await _run(h, "succeeded", body, has_outcome("Succeeded"))
+    # The kubelet's Pulled Event can reach the API after the pod's end: wait for it too.
+    ended, pulled = has_outcome("Succeeded"), has_entry("ImagePulled", "app")
+    return await _run(h, "succeeded", body, lambda r: ended(r) and pulled(r))
 
 
 async def failed(h: Harness) -> Any:
