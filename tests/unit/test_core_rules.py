@@ -13,6 +13,7 @@ from podtrail import core
 from podtrail.core.load import load_status
 from podtrail.core.render import render_status
 
+from . import builders as b
 from .builders import at
 from .scenarios import SCENARIOS, play
 
@@ -87,3 +88,13 @@ def test_absurd_limits_are_clamped(limits: core.Limits) -> None:
     assert 2 <= len(status["timeline"]) <= 1000
     step = core.advance(status, SCENARIOS["probes"]()[-1], now=at(9999), limits=limits)
     assert step.facts == ()
+
+
+@pytest.mark.parametrize("exit_code", [-(2**31), 2**31 - 1, -1, 255])
+def test_any_int32_exit_code_round_trips(exit_code: int) -> None:
+    running = b.pod(phase="Running", statuses=[b.running("app", started_at=10, ready=True)])
+    ended = b.pod(phase="Failed", statuses=[b.terminated("app", exit_code=exit_code)])
+    status, _ = play([core.observe_pod(running), core.observe_pod(ended)])
+    stored = json.loads(json.dumps(status))
+    assert render_status(load_status(stored)) == status
+    assert exit_code in [e.get("exitCode") for e in status["timeline"]]

@@ -20,7 +20,6 @@ from ._access import (
     MAX_CONTAINERS,
     MAX_FLAG,
     MAX_GRACE,
-    MAX_INT,
     MAX_KIND,
     MAX_LABEL,
     MAX_NAME,
@@ -72,11 +71,6 @@ from .order import causal_order
 MAX_LEDGER_ITEM = MAX_EVENT_ID + 1 + 11 + 1 + 40  # "<id> <count> <time>"
 
 
-def _exit_code(value: object) -> int | None:
-    """An exit code as stored statuses have always been read: from -MAX_INT (not int32's min)."""
-    return as_int(value, -MAX_INT)
-
-
 def _entry(raw: Mapping[str, Any], stored_key: object) -> Entry | None:
     time, etype = parse_time(raw.get("time")), as_word(raw.get("type"))
     if time is None or etype is None:
@@ -96,7 +90,7 @@ def _entry(raw: Mapping[str, Any], stored_key: object) -> Entry | None:
         message=as_str(raw.get("message"), 1024),
         from_phase=as_str(raw.get("fromPhase"), MAX_PHASE),
         to_phase=as_str(raw.get("toPhase"), MAX_PHASE),
-        exit_code=_exit_code(raw.get("exitCode")),
+        exit_code=as_int(raw.get("exitCode")),  # int32, as observed
         signal=as_word(raw.get("signal"), MAX_FLAG),
         probe=as_word(raw.get("probe"), MAX_FLAG),
         count=as_int(raw.get("count"), 1) or 1,
@@ -150,7 +144,7 @@ def _container(raw: Mapping[str, Any]) -> ContainerRecord | None:
         restart_count=as_int(raw.get("restartCount"), 0) or 0,
         started_at=parse_time(raw.get("startedAt")),
         finished_at=parse_time(raw.get("finishedAt")),
-        last_exit_code=_exit_code(raw.get("lastExitCode")),
+        last_exit_code=as_int(raw.get("lastExitCode")),
         last_reason=as_str(raw.get("lastReason"), MAX_REASON),
         pre_stop=as_bool(raw.get("preStop")) is True,
         started_run=as_str(raw.get("startedRun"), RUN_ID_LENGTH),
