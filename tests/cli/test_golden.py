@@ -6,6 +6,10 @@ import re
 from datetime import timedelta
 
 import pytest
+
+from podtrail.cli import life, table, workload
+from podtrail.cli.style import Style
+from podtrail.cli.workload import Workload
 from tests.cli.support import (
     FORMATS,
     NOW,
@@ -15,10 +19,6 @@ from tests.cli.support import (
     record,
     records,
 )
-
-from podtrail.cli import life, table, workload
-from podtrail.cli.style import Style
-from podtrail.cli.workload import Workload
 
 LIVES = ["succeeded", "killed-after-grace", "init-retry", "statefulset-recreated"]
 EACH = [(fmt, name) for fmt in FORMATS for name in LIVES]

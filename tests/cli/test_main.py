@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.cli.support import every_record, record
 
 from podtrail.cli import api, main
 from podtrail.cli.args import parse
+from tests.cli.support import every_record, record
 
 Raw = dict[str, Any]
 

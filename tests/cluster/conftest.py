@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+
 from tests.support.cluster import LOCAL_NODE
 from tests.support.images import TESTBOX
 from tests.support.kube import Kube

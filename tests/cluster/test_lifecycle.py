@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tests.conftest import CLUSTER_DIR, LOCAL_KUBECONFIG, REPO
 
 pytestmark = [

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from kubernetes_asyncio import client
+
 from tests.cluster.conftest import TESTBOX_IMAGE
 from tests.support.kube import (
     Kube,

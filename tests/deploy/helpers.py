@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from tests.support.cluster import find_kubectl
 
 REPO = Path(__file__).resolve().parents[2]

@@ -21,11 +21,11 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.deploy.helpers import IMAGE_TOOLING, MANIFESTS, REPO, Obj, find, render
 
 from podtrail.core.limits import MAX_MESSAGE_LENGTH, MAX_PREVIOUS_INSTANCES, MAX_TIMELINE_ENTRIES
 from podtrail.shell.metrics import Metrics
 from podtrail.shell.settings import PodtrailSettings, parse_settings
+from tests.deploy.helpers import IMAGE_TOOLING, MANIFESTS, REPO, Obj, find, render
 
 CHART = REPO / "charts" / "podtrail"
 CRD_FILE = "podtrail.io_podlifecyclerecords.yaml"

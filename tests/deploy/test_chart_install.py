@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+
 from tests.conftest import KubeCluster
 from tests.deploy.test_chart import CHART, helm_binary
 from tests.support.images import TESTBOX

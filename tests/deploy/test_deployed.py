@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tests.deploy.helpers import REPO, run_tool
 from tests.e2e.support import timeline_keys
 from tests.support.images import TESTBOX, TESTBOX_PULL_POLICY

@@ -25,6 +25,7 @@ from packaging.markers import Marker
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import Version
+
 from tests.deploy.helpers import IMAGE_TOOLING, REPO
 
 WRAPPER = IMAGE_TOOLING / "runc-wrapper"

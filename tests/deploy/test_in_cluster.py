@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from tests.deploy.helpers import MANIFESTS, Obj, render
 
 pytestmark = pytest.mark.cluster

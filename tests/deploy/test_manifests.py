@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from podtrail.shell.leader import ElectionConfig
 from tests.deploy.helpers import (
     EXAMPLE_OVERLAY,
     IMAGE_TOOLING,
@@ -18,8 +20,6 @@ from tests.deploy.helpers import (
     render,
     rule_set,
 )
-
-from podtrail.shell.leader import ElectionConfig
 
 NAMESPACE = "podtrail-system"
 RELEASED_IMAGE = "ghcr.io/podtrail/podtrail:v0.1.0"

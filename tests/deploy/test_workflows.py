@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from tests.deploy.helpers import IMAGE_TOOLING, MANIFESTS, REPO, WORKFLOWS, kubectl_path, render
 
 Obj = dict[str, Any]

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+
 from tests.support.kube import Kube
 from tests.support.operator import Operator, suite_operator
 from tests.support.scenarios import ScenarioHarness, Scenarios, plays_marker, scenario_of

@@ -26,9 +26,9 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
-from tests.e2e.support import Kube, container, has_phase, pod, pod_running
 
 from podtrail.shell.settings import PodtrailSettings
+from tests.e2e.support import Kube, container, has_phase, pod, pod_running
 
 REPO = Path(__file__).resolve().parents[2]
 LEASE_SECONDS, RETRY_SECONDS = 15.0, 2.0

@@ -21,11 +21,11 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.e2e.conftest import Harness, plays
-from tests.e2e.support import container, status_of
 
 from podtrail.cli import api, main
 from podtrail.cli.args import parse
+from tests.e2e.conftest import Harness, plays
+from tests.e2e.support import container, status_of
 
 pytestmark = [pytest.mark.cluster, pytest.mark.kubelet, pytest.mark.e2e]
 

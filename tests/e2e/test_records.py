@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 from kubernetes_asyncio.client.exceptions import ApiException
+
 from tests.e2e.conftest import Harness, plays
 from tests.e2e.support import (
     GROUP,

@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from kubernetes_asyncio.client.exceptions import ApiException
+
 from tests.e2e.conftest import Harness, plays
 from tests.e2e.support import (
     container,

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tests.faults.support import FAULT_ENV, FIGURES, OUT_DIR, FaultHarness, figures_markdown
 from tests.support.cluster import LOCAL_NODE
 from tests.support.kube import Kube

@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 from kubernetes_asyncio import watch
 from kubernetes_asyncio.client.exceptions import ApiException
+
 from tests.support.cluster import run_kubectl
 from tests.support.kube import Kube
 from tests.support.operator import REPO, OperatorProcess, operator_flags

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes_asyncio import client
+
 from tests.e2e.support import container, pod
 from tests.faults.conftest import plays
 from tests.faults.support import (

@@ -17,6 +17,7 @@ from typing import Any
 
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
+
 from tests.e2e.support import container, parse_time, pod
 from tests.faults.conftest import plays
 from tests.faults.support import (

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
+
 from tests.e2e.support import container, pod
 from tests.faults.conftest import plays
 from tests.faults.support import (

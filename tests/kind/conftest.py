@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 from kubernetes_asyncio import client
+
 from tests.support.cluster import BESIDE_LOCAL, run_kubectl
 from tests.support.kube import Kube
 from tests.support.operator import DeployedOperator as DeployedOperator

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from kubernetes_asyncio import client, config
+
 from tests.e2e.support import Kube, container, pod, pod_ready
 from tests.kind.conftest import KindCluster
 

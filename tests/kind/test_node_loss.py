@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+
 from tests.e2e.support import (
     Obj,
     container,

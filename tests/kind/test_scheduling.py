@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+
 from tests.e2e.support import (
     Obj,
     container,

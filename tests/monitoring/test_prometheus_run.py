@@ -25,6 +25,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+
 from tests.conftest import KubeCluster
 from tests.monitoring.promql import rule_file, rule_object, tool, write_yaml
 from tests.support.kube import Kube, WaitTimeout, pod_phase, wait_for

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from tests.deploy.helpers import kubectl_path, render
 from tests.monitoring.promql import (
     CHART_RULES,

@@ -33,6 +33,7 @@ from typing import Any
 import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
+
 from tests.e2e.support import container, pod
 
 TRACES = Path(__file__).resolve().parent / "traces"

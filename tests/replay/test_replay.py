@@ -15,6 +15,7 @@ from functools import cache
 from typing import Any
 
 import pytest
+
 from tests.unit.builders import keyed, timeline_keys
 
 from .replay import Line, Replayer, clock, latest, load, replay, trace_clock, trace_names

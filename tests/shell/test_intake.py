@@ -13,10 +13,6 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import pytest
-from tests.shell.test_persist import FakeStore, FakeTime, expected_status, make_writer
-from tests.shell.test_persist_faults import stored_record
-from tests.shell.test_streams import FakeWriter, ScriptedKube, added
-from tests.unit import builders as b
 
 from podtrail import core
 from podtrail.shell import handlers
@@ -27,6 +23,10 @@ from podtrail.shell.persist import RecordWriter
 from podtrail.shell.scope import Scope
 from podtrail.shell.settings import PodtrailSettings
 from podtrail.shell.streams import HeldEvents, follow_pods
+from tests.shell.test_persist import FakeStore, FakeTime, expected_status, make_writer
+from tests.shell.test_persist_faults import stored_record
+from tests.shell.test_streams import FakeWriter, ScriptedKube, added
+from tests.unit import builders as b
 
 NOW = datetime(2026, 1, 1, 0, 10, tzinfo=UTC)
 

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 from prometheus_client import generate_latest
-from tests.unit import builders, scenarios
-from tests.unit.scenarios import Steps
 
 from podtrail import core
 from podtrail.shell import metrics as metrics_module
 from podtrail.shell.metrics import Metrics, build_revision
+from tests.unit import builders, scenarios
+from tests.unit.scenarios import Steps
 
 KILLED = "podtrail_containers_killed_after_grace_total"
 OOM = "podtrail_containers_oom_killed_total"

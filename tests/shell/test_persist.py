@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from tests.unit import builders as b
 
 from podtrail import core
 from podtrail.shell import kube
@@ -21,6 +20,7 @@ from podtrail.shell.metrics import Metrics
 from podtrail.shell.persist import RecordWriter
 from podtrail.shell.settings import PodtrailSettings
 from podtrail.shell.sweep import sweep_once
+from tests.unit import builders as b
 
 NS, NAME = b.NAMESPACE, b.POD
 OWN = {  # the operator's labels for the builders' pod (a ReplicaSet's, web-<hash>, on worker-1)

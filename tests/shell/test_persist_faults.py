@@ -13,6 +13,10 @@ from typing import Any
 
 import pytest
 from kubernetes_asyncio.client.exceptions import ApiException
+
+from podtrail import core
+from podtrail.core import model
+from podtrail.shell.persist import RecordState, failure_reason
 from tests.shell.test_persist import (
     NAME,
     NS,
@@ -25,10 +29,6 @@ from tests.shell.test_persist import (
     running_pod,
 )
 from tests.unit import builders as b
-
-from podtrail import core
-from podtrail.core import model
-from podtrail.shell.persist import RecordState, failure_reason
 
 
 def api_error(status: int, message: str, retry_after: float | None = None) -> ApiException:

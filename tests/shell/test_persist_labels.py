@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from podtrail import core
 from tests.shell.test_persist import NAME, NS, OWN, Harness, clock, running
 from tests.unit import builders as b
-
-from podtrail import core
 
 POD_LABELS = {"app": "web", "pod-template-hash": "7d9f8b6c5d"}
 OWNER = {k: v for k, v in OWN.items() if k != "podtrail.io/node"}

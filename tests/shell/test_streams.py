@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 from kubernetes_asyncio.client.exceptions import ApiException
-from tests.unit import builders as b
 
 from podtrail import core
 from podtrail.shell import kube
@@ -30,6 +29,7 @@ from podtrail.shell.streams import (
     follow_pods,
     follow_records,
 )
+from tests.unit import builders as b
 
 Step = StreamItem | str | Callable[[], None]
 

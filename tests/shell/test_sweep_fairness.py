@@ -5,13 +5,12 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from tests.shell.test_persist import NAME, NS, Harness, clock, running
-from tests.shell.test_persist_faults import api_error, written_and_ended
-from tests.unit import builders as b
-
 from podtrail import core
 from podtrail.shell.settings import PodtrailSettings
 from podtrail.shell.sweep import sweep_once
+from tests.shell.test_persist import NAME, NS, Harness, clock, running
+from tests.shell.test_persist_faults import api_error, written_and_ended
+from tests.unit import builders as b
 
 LATER = clock() + timedelta(seconds=30)
 

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.dynamic import DynamicClient
+
 from tests.support.records import GROUP, PLURAL, VERSION, Obj, describe
 
 T = TypeVar("T")

@@ -31,6 +31,7 @@ from typing import Any, Literal, Protocol
 import aiohttp
 from kubernetes_asyncio.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
+
 from tests.support.cluster import run_kubectl
 from tests.support.kube import Kube
 from tests.support.records import CRD_NAME

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
 import pytest
+
 from tests.support.kube import Kube
 
 H = TypeVar("H")

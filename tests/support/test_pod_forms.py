@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from kubernetes_asyncio import client
+
 from tests.support.kube import (
     container_status,
     container_terminated,

@@ -13,6 +13,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from tests.support import cluster as support
 from tests.support import images
 from tests.support.cluster import (
