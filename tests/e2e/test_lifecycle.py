@@ -397,11 +397,13 @@ def test_probes_fail_and_pass(outcome: Any) -> None:
     (dying,) = [c for c in outcome["status"]["containers"] if c["name"] == "dying"]
     restarts = dying["restartCount"]
     assert restarted.get("count", 1) == restarts >= 1
-    # A liveness kill: the shell ignores TERM, the kubelet KILLs it after the 1 s grace.
-    assert restarted["summary"] == (
-        f"Container dying restarted (restart count {restarts}; previous run exit 137 (Error))"
-    )
-    assert (restarted["exitCode"], restarted["signal"]) == (137, "KILL")
+    # A liveness kill: the shell ignores TERM, the kubelet KILLs it after the 1 s grace. The
+    # previous run is named when the status that counted the restart held it: a busy kubelet
+    # can count the restart before it reports the last state (a CI run saw that).
+    prefix = f"Container dying restarted (restart count {restarts}"
+    assert restarted["summary"] in (f"{prefix})", f"{prefix}; previous run exit 137 (Error))")
+    if "previous run" in restarted["summary"]:
+        assert (restarted["exitCode"], restarted["signal"]) == (137, "KILL")
     killed = entry(outcome, "LivenessRestart", "dying")
     assert killed["summary"].endswith("failed liveness probe, will be restarted")
     assert parse_time(entries(outcome, "LivenessRestart", "dying")[0]["time"]) <= parse_time(
