@@ -154,6 +154,14 @@ async def stops_in_steps(h: Harness) -> Any:
     )
 
 
+def settled(outcome: str) -> Any:
+    """A predicate: the record's outcome, and its label, which follows the status write."""
+    return lambda r: (
+        has_outcome(outcome)(r)
+        and (r["metadata"].get("labels") or {}).get("podtrail.io/outcome") == outcome
+    )
+
+
 async def evicted(h: Harness) -> Any:
     namespace = await h.namespace("evict")
     await h.kube.create_pod(namespace, pod("evictee", container("app", TRAP_TERM), grace=5))
@@ -168,7 +176,9 @@ async def evicted(h: Harness) -> Any:
         },
     )
     await _stopped(h, namespace, "evictee")
-    return await h.kube.wait_record(namespace, "evictee", has_outcome("Evicted"), what="Evicted")
+    return await h.kube.wait_record(
+        namespace, "evictee", settled("Evicted"), what="Evicted, and its label"
+    )
 
 
 async def preempted(h: Harness) -> Any:
@@ -201,11 +211,9 @@ async def preempted(h: Harness) -> Any:
             namespace,
             "victim",
             lambda r: (
-                has_outcome("Preempted")(r)
-                and pod_removed(r)
-                and has_entry("KillingStarted", "app")(r)
+                settled("Preempted")(r) and pod_removed(r) and has_entry("KillingStarted", "app")(r)
             ),
-            what="Preempted, the removal and the kubelet's Killing Event",
+            what="Preempted and its label, the removal and the kubelet's Killing Event",
         )
         # The scheduler binds the preemptor once the victim is gone.
         vip = await h.kube.wait_record(namespace, "vip", has_entry("Scheduled"), timeout=120)
