@@ -193,3 +193,27 @@ def test_earlier_pods_keep_their_last_entries_and_evidence() -> None:
     assert [(r.old.label, r.new.label) for r in replacements(pods)] == [
         ("db-0 (earlier, uid 01234567)", "db-0")
     ]
+
+
+def test_a_request_seen_only_at_removal_reads_as_not_seen() -> None:
+    from podtrail.cli.life import ending
+
+    item = _record(
+        "web-1",
+        outcome="GracefulShutdown",
+        times=_times(created="00"),
+        termination={
+            "requestedAt": f"{T0}15Z",
+            "gracePeriodSeconds": 0,
+            "seenAtRemoval": True,
+            "killingAt": f"{T0}13Z",
+            "verdict": "GracefulShutdown",
+            "containers": [
+                {"name": "app", "exitCode": 0, "verdict": "ExitedOnTerm", "secondsAfterRequest": 0}
+            ],
+        },
+    )
+    text = "\n".join(ending(item, rec.created(item), Style()))
+    assert "not seen; the finished pod was removed at T+15.0s (grace 0)" in text
+    assert "after the Killing Event" in text
+    assert "grace period 0s" not in text and "SIGKILL deadline" not in text

@@ -10,6 +10,7 @@ from podtrail.core.termination import (
     EndInputs,
     Outcome,
     Verdict,
+    WindowSource,
     analyse,
     judge_container,
 )
@@ -230,3 +231,52 @@ def test_verdict_and_evidence_only_with_a_termination() -> None:
     assert own_end.verdict is None
     forced = analyse(inputs(grace=0, removal=True))
     assert forced.evidence is not None and "grace" in forced.evidence
+
+
+UNSEEN = DeletionWindow(at(T), 0, WindowSource.KILLING)
+
+
+@pytest.mark.parametrize(
+    ("container", "verdict", "signal"),
+    [
+        (end(0, T, "Completed"), Verdict.EXITED_ON_TERM, "TERM"),
+        (end(143, T + 4, "Error"), Verdict.EXITED_ON_TERM, "TERM"),
+        # the grace period is not known: any kill after the Killing Event is at the deadline
+        (end(137, T + 0.5, "Error"), Verdict.KILLED_AFTER_GRACE, "KILL"),
+        (end(137, T + 300, "Error"), Verdict.KILLED_AFTER_GRACE, "KILL"),
+        (end(137, T + 3, "OOMKilled"), Verdict.OOM_KILLED, "KILL"),
+        (end(2, T + 1, "Error"), Verdict.EXITED_WITH_ERROR, None),
+        (end(None, T + 1, "ContainerStatusUnknown"), Verdict.UNKNOWN, None),
+    ],
+)
+def test_judged_from_the_killing_event_when_the_request_was_not_seen(
+    container: ContainerEnd, verdict: Verdict, signal: str | None
+) -> None:
+    judged = judge_container(UNSEEN, container)
+    assert judged is not None
+    assert (judged.verdict, judged.signal) == (verdict, signal)
+    assert judged.seconds_from_deadline is None
+    assert "T: the kubelet's Killing Event; the request was not seen" in judged.evidence
+    assert "deadline" not in judged.evidence
+
+
+def test_an_end_before_the_killing_event_is_not_judged() -> None:
+    assert judge_container(UNSEEN, end(0, T - 2, "Completed")) is None
+
+
+@pytest.mark.parametrize("finished", [T - 5, T - 0.5, T])
+def test_a_removal_alone_is_no_request_to_judge_by(finished: float) -> None:
+    removal = DeletionWindow(at(T), 0, WindowSource.REMOVAL)
+    container = end(0, finished, "Completed")
+    assert judge_container(removal, container) is None
+    seen_at_removal = EndInputs(
+        phase="Succeeded",
+        disruption_reason=None,
+        deletion=removal,
+        scheduled=True,
+        containers=(container,),
+        last_end_reason="Completed",
+        removal_observed=None,
+    )
+    # Not a force deletion: the API server removes a finished pod with grace 0 itself.
+    assert analyse(seen_at_removal).outcome is Outcome.SUCCEEDED

@@ -226,7 +226,10 @@ def _kv(label: str, value: str, style: Style, role: str | None = None) -> str:
 def _request_lines(block: Raw, base: datetime | None, style: Style) -> list[str]:
     lines = []
     requested = parse_time(block.get("requestedAt"))
-    if requested is not None:
+    if requested is not None and block.get("seenAtRemoval") is True:
+        text = f"not seen; the finished pod was removed at {_at(base, requested)} (grace 0)"
+        lines.append(_kv("requested", text, style))
+    elif requested is not None:
         grace = block.get("gracePeriodSeconds")
         parts = [_at(base, requested)]
         if isinstance(grace, int):
@@ -278,7 +281,7 @@ def _side_lines(block: Raw, base: datetime | None, style: Style) -> list[str]:
     return lines
 
 
-def _container_end(item: Raw, style: Style) -> str:
+def _container_end(item: Raw, style: Style, since: str = "the request") -> str:
     parts = []
     code = item.get("exitCode")
     if isinstance(code, int):
@@ -290,7 +293,7 @@ def _container_end(item: Raw, style: Style) -> str:
         parts.append(f"signal {item['signal']}")
     after = item.get("secondsAfterRequest")
     if isinstance(after, int | float):
-        parts.append(f"{gap(float(after))} after the request")
+        parts.append(f"{gap(float(after))} after {since}")
     late = item.get("secondsFromDeadline")
     if isinstance(late, int | float):
         parts.append(_from_deadline(float(late)))
@@ -327,7 +330,9 @@ def ending(record: Raw, base: datetime | None, style: Style) -> list[str]:
     lines.extend(_request_lines(block, base, style))
     lines.extend(_side_lines(block, base, style))
     ends = [item for item in block.get("containers") or [] if isinstance(item, dict)]
-    lines.extend(_container_end(item, style) for item in ends)
+    # Seen only at removal, the containers are judged from the kubelet's Killing Event.
+    since = "the Killing Event" if block.get("seenAtRemoval") is True else "the request"
+    lines.extend(_container_end(item, style, since) for item in ends)
     if not ends:
         lines.extend(_own_ends(record, base, style))
     evidence = block.get("evidence")

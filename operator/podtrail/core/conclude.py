@@ -2,19 +2,65 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from functools import lru_cache
 
-from .facts import ContainerKind
+from .clock import seconds_between
+from .facts import ContainerKind, FactType
 from .limits import Limits
-from .model import Record
-from .termination import Analysis, ContainerEnd, DeletionWindow, EndInputs, analyse
+from .model import Deletion, Record
+from .termination import (
+    EARLY_TOLERANCE_SECONDS,
+    Analysis,
+    ContainerEnd,
+    DeletionWindow,
+    EndInputs,
+    WindowSource,
+    analyse,
+)
+
+
+def deletion_window(deletion: Deletion | None) -> DeletionWindow | None:
+    """The window a deletion's metadata gives (no request to judge by when seen at removal)."""
+    if deletion is None:
+        return None
+    source = WindowSource.REMOVAL if deletion.at_removal else WindowSource.REQUEST
+    return DeletionWindow(deletion.requested_at, deletion.grace_seconds, source)
+
+
+def stopping_began(record: Record) -> datetime | None:
+    """When the kubelet began stopping the pod's app containers for a request not seen.
+
+    Only for a deletion first seen at the pod's removal: the first Killing Event ("Stopping
+    container", not a probe's restart) for an app container that ended after it. Not for a pod
+    past its activeDeadlineSeconds (the kubelet stops it without a request), nor for sidecars,
+    which the kubelet stops once the app containers have finished on their own.
+    """
+    if record.deletion is None or not record.deletion.at_removal:
+        return None
+    if record.pod_reason == "DeadlineExceeded":
+        return None
+    ended = {
+        c.name: c.finished_at
+        for c in record.containers
+        if c.kind == ContainerKind.APP and c.finished_at is not None
+    }
+    stopping = [
+        e.time
+        for e in record.timeline
+        if e.type == FactType.KILLING_STARTED
+        and e.container in ended
+        and (seconds_between(e.time, ended[e.container]) or 0.0) >= -EARLY_TOLERANCE_SECONDS
+    ]
+    return min(stopping, default=None)
 
 
 def end_inputs(record: Record) -> EndInputs:
     """What the outcome depends on, read from the record."""
-    window = None
-    if record.deletion is not None:
-        window = DeletionWindow(record.deletion.requested_at, record.deletion.grace_seconds)
+    window = deletion_window(record.deletion)
+    began = stopping_began(record)
+    if began is not None:
+        window = DeletionWindow(began, 0, WindowSource.KILLING)
     failed = {f.container for f in record.pre_stop_failures}
     ends = tuple(
         ContainerEnd(

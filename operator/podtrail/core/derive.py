@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from .clock import format_time, seconds_between
+from .conclude import deletion_window
 from .deletion import any_running
 from .facts import (
     ContainerKind,
@@ -116,7 +117,7 @@ def _pod_facts(
     facts += _phase_facts(record, pod, uid, now, limits)
     facts += _condition_facts(record, pod, uid, now, limits)
     facts += _evicted_facts(record, pod, uid, now, limits)
-    window = _window(deletion)
+    window = deletion_window(deletion)
     facts += _deletion_facts(record, pod, uid, deletion, window)
     for container in pod.containers:
         if container.has_status:
@@ -285,12 +286,6 @@ def _condition_fact(
     )
 
 
-def _window(deletion: Deletion | None) -> DeletionWindow | None:
-    if deletion is None:
-        return None
-    return DeletionWindow(deletion.requested_at, deletion.grace_seconds)
-
-
 def _deletion_facts(
     record: Record,
     pod: PodSeen,
@@ -321,6 +316,9 @@ def _deletion_facts(
         ]
     if not pod.node_name:
         summary = "Deletion requested before scheduling: the pod is removed at once"
+    elif deletion.at_removal and record.phase not in ("Succeeded", "Failed"):
+        # The pod's end and its grace-0 removal came in one sight: a request before, unseen.
+        summary = "Finished pod removed (grace 0): any deletion request before it was not seen"
     elif grace == 0:
         summary = "Deletion requested after the pod had finished: it is removed at once"
     else:

@@ -283,7 +283,8 @@ def _deletion(termination: Mapping[str, Any]) -> Deletion | None:
     stamp = parse_time(termination.get("deletionTimestamp"))
     if stamp is None:
         return None
-    return Deletion(stamp, as_int(termination.get("gracePeriodSeconds"), 0, MAX_GRACE) or 0)
+    grace = as_int(termination.get("gracePeriodSeconds"), 0, MAX_GRACE) or 0
+    return Deletion(stamp, grace, as_bool(termination.get("seenAtRemoval")) is True)
 
 
 def _removal(raw: object) -> Removal | None:

@@ -119,10 +119,16 @@ class EndpointRemoval:
 
 @dataclass(frozen=True, slots=True)
 class Deletion:
-    """The pod's deletion request as its metadata shows it."""
+    """The pod's deletion request as its metadata shows it.
+
+    ``at_removal``: first seen only as the removal of a finished pod (grace 0, nothing running).
+    The kubelet's final delete rewrites an earlier request's metadata to its own time, so a
+    request that stopped the containers may have come before, unseen (see conclude.py).
+    """
 
     timestamp: datetime
     grace_seconds: int
+    at_removal: bool = False
 
     @property
     def requested_at(self) -> datetime:

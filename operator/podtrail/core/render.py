@@ -292,6 +292,7 @@ def _termination(record: Record, analysis: Analysis, limits: Limits) -> dict[str
                 "deadline": _t(deletion.timestamp),
                 "forced": deletion.grace_seconds == 0
                 and any_running(c.state for c in record.containers),
+                "seenAtRemoval": deletion.at_removal or None,
             }
         )
     return _clean(block)

@@ -137,6 +137,7 @@ def _termination(limits: Limits) -> int:
         "gracePeriodSeconds": INT,
         "deadline": TIME,
         "forced": BOOL,
+        "seenAtRemoval": BOOL,
     }
     if limits.keeps_messages():
         fields["disruptionMessage"] = _text(limits.message_cap())

@@ -59,12 +59,25 @@ DISRUPTION_OUTCOMES: dict[str, Outcome] = {
 }
 
 
+class WindowSource(StrEnum):
+    """Where a deletion window's T comes from."""
+
+    REQUEST = "request"  # the pod's deletion metadata: T = deletionTimestamp - grace
+    # Only the API server's final grace-0 removal of a finished pod was seen (it rewrites the
+    # deletion metadata to its own time): there is no request to judge the containers against.
+    REMOVAL = "removal"
+    # As REMOVAL, but the kubelet's Killing Event shows the containers were stopped for a request
+    # the operator did not see: T is that Event, the grace period is not known.
+    KILLING = "killing"
+
+
 @dataclass(frozen=True, slots=True)
 class DeletionWindow:
     """A deletion request: requested at T with grace G, deadline D = T + G."""
 
     requested_at: datetime
     grace_seconds: int
+    source: WindowSource = WindowSource.REQUEST
 
     @property
     def deadline(self) -> datetime:
@@ -140,21 +153,21 @@ def judge_container(
 
     Returns:
         The judgement, or None when the container has not ended or ended before the request
-        (more than a second before T: it finished on its own, the deletion did not end it).
+        (more than a second before T: it finished on its own, the deletion did not end it),
+        or when there is no request to judge against (WindowSource.REMOVAL).
     """
-    if not end.terminated:
+    if not end.terminated or window.source is WindowSource.REMOVAL:
         return None
     after = seconds_between(window.requested_at, end.finished_at)
     if after is not None and after < -EARLY_TOLERANCE_SECONDS:
         return None
-    from_deadline = seconds_between(window.deadline, end.finished_at)
+    # With the request unseen (KILLING) the deadline is not known: the kubelet sends SIGKILL only
+    # at the deadline, so an exit 137 after it began stopping the container is that kill.
+    known_deadline = window.source is WindowSource.REQUEST
+    from_deadline = seconds_between(window.deadline, end.finished_at) if known_deadline else None
     extension = PRE_STOP_EXTENSION_SECONDS if end.pre_stop else 0.0
     code = end.exit_code
-    facts = f"exit {code if code is not None else '?'}"
-    if end.reason:
-        facts += f" ({end.reason})"
-    deadline = window_text(window.grace_seconds, extension_used(end, from_deadline))
-    facts += f" at T{_fmt(after)}, {deadline}"
+    facts = _end_text(window, end, after, from_deadline)
 
     def judged(verdict: Verdict, signal: str | None, note: str) -> Judgement:
         return Judgement(
@@ -171,14 +184,15 @@ def judge_container(
 
     if end.reason == "OOMKilled":
         return judged(Verdict.OOM_KILLED, "KILL", "killed by the kernel's OOM killer")
-    if code is None or from_deadline is None or end.reason == "ContainerStatusUnknown":
+    unknown_time = known_deadline and from_deadline is None
+    if code is None or unknown_time or end.reason == "ContainerStatusUnknown":
         return judged(Verdict.UNKNOWN, None, "the end is not known")
     if code == 137:
-        if from_deadline < -EARLY_TOLERANCE_SECONDS:
+        if from_deadline is not None and from_deadline < -EARLY_TOLERANCE_SECONDS:
             return judged(
                 Verdict.KILLED_BEFORE_DEADLINE, "KILL", "SIGKILL (inferred) before the deadline"
             )
-        if from_deadline > extension + slack_seconds:
+        if from_deadline is not None and from_deadline > extension + slack_seconds:
             note = "SIGKILL after the grace period (inferred; later than the usual window)"
         else:
             note = "SIGKILL after the grace period (inferred)"
@@ -186,6 +200,21 @@ def judge_container(
     if code in (0, 143):
         return judged(Verdict.EXITED_ON_TERM, "TERM", "exited on SIGTERM (inferred)")
     return judged(Verdict.EXITED_WITH_ERROR, None, "exited with an error after the request")
+
+
+def _end_text(
+    window: DeletionWindow, end: ContainerEnd, after: float | None, from_deadline: float | None
+) -> str:
+    """The exit, its reason and its time against the request, as the evidence states them."""
+    code = end.exit_code
+    text = f"exit {code if code is not None else '?'}"
+    if end.reason:
+        text += f" ({end.reason})"
+    if window.source is WindowSource.KILLING:
+        unseen = "(T: the kubelet's Killing Event; the request was not seen)"
+        return text + f" at T{_fmt(after)} {unseen}"
+    deadline = window_text(window.grace_seconds, extension_used(end, from_deadline))
+    return text + f" at T{_fmt(after)}, {deadline}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,6 +313,7 @@ def _decide(inputs: EndInputs, judgements: tuple[Judgement, ...], all_terminated
     ended_before_deletion = all_terminated and not judgements
     if (
         deletion is not None
+        and deletion.source is WindowSource.REQUEST
         and deletion.grace_seconds == 0
         and inputs.scheduled
         and not ended_before_deletion
