@@ -458,6 +458,10 @@ def fits(filename: str, machine: str) -> bool:
     _, _, _, tags = parse_wheel_filename(filename)
     for tag in tags:
         interpreter_ok = tag.interpreter in ("py3", "cp311")
+        # A stable-ABI wheel (cp310-abi3) installs on its CPython and every later one.
+        stable = re.fullmatch(r"cp3(\d+)", tag.interpreter)
+        if tag.abi == "abi3" and stable and int(stable.group(1)) <= 11:
+            interpreter_ok = True
         abi_ok = tag.abi in ("none", "abi3", "cp311")
         if tag.platform == "any":
             platform_ok = True
