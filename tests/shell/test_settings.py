@@ -196,6 +196,14 @@ OTHER_VALUES: dict[str, tuple[str, object]] = {
     "lease_name": ("other", "other"),
     "lease_namespace": ("ops", "ops"),
     "metrics_namespace_label": ("false", False),
+    "otlp_endpoint": ("collector:4317", "collector:4317"),
+    "otlp_protocol": ("http", "http"),
+    "otlp_headers": ("x-token=abc", ("x-token=abc",)),
+    "otlp_insecure": ("true", True),
+    "otlp_certificate": ("/etc/ca.pem", "/etc/ca.pem"),
+    "otlp_timeout_seconds": ("3", 3.0),
+    "otlp_queue_spans": ("100", 100),
+    "otlp_live_interval": ("0", 0.0),
 }
 
 

@@ -23,6 +23,9 @@ from podtrail.core.termination import Outcome, Verdict
 
 _DURATION_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 _LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
+_EXPORT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+TRACE_DROP_REASONS = ("queue_full", "export_failed", "shutdown")
+TRACE_EXPORT_RESULTS = ("ok", "failed", "timeout")
 PACKAGE = "podtrail"
 REVISION_VARIABLE = "PODTRAIL_REVISION"
 UNKNOWN = "unknown"
@@ -80,6 +83,7 @@ class Metrics:
         self._ends()
         self._writer()
         self._streams()
+        self._traces()
 
     def _identity(self, version: str, revision: str) -> None:
         ProcessCollector(registry=self.registry)
@@ -228,6 +232,42 @@ class Metrics:
             "How long the stream that has been down the longest has been down (0: all up).",
             registry=self.registry,
         )
+
+    def _traces(self) -> None:
+        self.trace_spans_exported = Counter(
+            "podtrail_trace_spans_exported_total",
+            "Spans of pods' lives the OTLP collector accepted (0 while --otlp-endpoint is unset).",
+            registry=self.registry,
+        )
+        self.trace_spans_dropped = Counter(
+            "podtrail_trace_spans_dropped_total",
+            "Spans not sent, by reason (queue_full: the export queue was full when they were"
+            " offered; export_failed: their batch failed every attempt; shutdown: still queued"
+            " when the shutdown's bound ran out).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.trace_exports = Counter(
+            "podtrail_trace_exports_total",
+            "Export attempts of span batches, by result (ok, failed, timeout).",
+            ["result"],
+            registry=self.registry,
+        )
+        self.trace_export_seconds = Histogram(
+            "podtrail_trace_export_seconds",
+            "Time one export attempt took (the exporter's own retries included).",
+            buckets=_EXPORT_BUCKETS,
+            registry=self.registry,
+        )
+        self.trace_queue = Gauge(
+            "podtrail_trace_queue_spans",
+            "Spans waiting for export.",
+            registry=self.registry,
+        )
+        for reason in TRACE_DROP_REASONS:
+            self.trace_spans_dropped.labels(reason=reason)
+        for result in TRACE_EXPORT_RESULTS:
+            self.trace_exports.labels(result=result)
 
     def count_request(self, call: str, result: str) -> None:
         """The API client's request hook: one count per request made."""

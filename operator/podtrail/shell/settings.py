@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import sys
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -21,6 +23,8 @@ RECORD_SIZE_LIMIT = 1024 * 1024
 """Refused: limits whose worst-case record reaches this (etcd refuses requests above 1.5 MiB)."""
 
 LogFormat = Literal["json", "console"]
+OtlpProtocol = Literal["grpc", "http"]
+OTLP_PROTOCOLS: tuple[OtlpProtocol, ...] = ("grpc", "http")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -100,6 +104,31 @@ class PodtrailSettings:
     metrics_namespace_label: bool = True
     """Count pods' ends (outcomes, kills, OOM kills, preStop overruns) by namespace; off for
     clusters with very many namespaces, where a series per namespace costs too much."""
+
+    otlp_endpoint: str = ""
+    """Where pods' lives go as OpenTelemetry traces (host:port or a URL); empty: no traces."""
+
+    otlp_protocol: OtlpProtocol = "grpc"
+    """`grpc` (OTLP/gRPC, port 4317) or `http` (OTLP/HTTP with protobuf, port 4318)."""
+
+    otlp_headers: tuple[str, ...] = ()
+    """`key=value` headers (gRPC metadata) sent with every export, e.g. an authorization."""
+
+    otlp_insecure: bool = False
+    """gRPC without TLS (for http the endpoint's scheme decides)."""
+
+    otlp_certificate: str | None = None
+    """A CA bundle (PEM) to verify the collector with, instead of the system's."""
+
+    otlp_timeout_seconds: float = 10.0
+    """Bound on one export, the exporter's own retries included."""
+
+    otlp_queue_spans: int = 20_000
+    """Spans waiting for export at most; a trace that does not fit is dropped, and counted."""
+
+    otlp_live_interval: float = 60.0
+    """How often the closed spans of live pods (ended container runs...) are sent; 0: only
+    whole lives, once the pod is gone."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -201,6 +230,40 @@ OPTIONS: tuple[Option, ...] = (
         shown="$POD_NAMESPACE, else default",
     ),
     Option(
+        "otlp-endpoint",
+        "send each pod's life as a trace to this OTLP collector (host:port for grpc, a URL "
+        "for http; the /v1/traces path is added to a URL without a path); empty: no traces",
+        shown="empty",
+    ),
+    Option("otlp-protocol", "the OTLP transport", choices=OTLP_PROTOCOLS),
+    Option(
+        "otlp-header",
+        "KEY=VALUE sent with every export (repeatable; the variable is comma-separated, "
+        "values URL-encoded, as OTEL_EXPORTER_OTLP_HEADERS)",
+        action="append",
+        dest="otlp_headers",
+        shown="none",
+        variable="PODTRAIL_OTLP_HEADERS",  # split by parse_settings, not by the parser
+    ),
+    Option(
+        "otlp-insecure",
+        "gRPC without TLS (for http the endpoint's scheme decides)",
+        action="store_true",
+        shown="off",
+    ),
+    Option(
+        "otlp-certificate",
+        "CA bundle (PEM) that verifies the collector instead of the system's",
+        shown="none",
+    ),
+    Option("otlp-timeout-seconds", "bound on one export, retries included", kind=float),
+    Option("otlp-queue-spans", "spans waiting for export at most", kind=int),
+    Option(
+        "otlp-live-interval",
+        "seconds between sending the closed spans of live pods (0: only whole lives)",
+        kind=float,
+    ),
+    Option(
         "kubeconfig",
         "kubeconfig path (or a list, as KUBECONFIG takes); without it: in-cluster "
         "credentials, then $KUBECONFIG, then ~/.kube/config",
@@ -269,11 +332,53 @@ def parse_settings(
         namespaces = [n.strip() for n in environment["PODTRAIL_NAMESPACES"].split(",")]
     chosen = {option.attribute: getattr(args, option.attribute) for option in OPTIONS}
     chosen["namespaces"] = tuple(n for n in namespaces if n)
+    headers = list(args.otlp_headers or [])
+    chosen["otlp_headers"] = tuple(headers or env_headers(environment.get(HEADERS_VARIABLE, "")))
     settings = PodtrailSettings(**chosen)
     problems = invalid_settings(settings)
     if problems:
         parser.error("; ".join(problems))
     return settings
+
+
+HEADERS_VARIABLE = "PODTRAIL_OTLP_HEADERS"
+_HEADER_KEY = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
+
+
+def env_headers(text: str) -> list[str]:
+    """PODTRAIL_OTLP_HEADERS's `k=v` items, as OTEL_EXPORTER_OTLP_HEADERS writes them.
+
+    Comma-separated, values URL-encoded (a comma in a value is %2C); blank items are skipped.
+    """
+    items = []
+    for item in text.split(","):
+        key, equals, value = item.partition("=")
+        if key.strip() or equals:
+            items.append(f"{key.strip()}={urllib.parse.unquote(value.strip())}")
+    return items
+
+
+def _otlp_problems(settings: PodtrailSettings) -> list[str]:
+    problems = []
+    for number, item in enumerate(settings.otlp_headers, 1):
+        key, equals, value = item.partition("=")
+        if not equals or not _HEADER_KEY.fullmatch(key.strip()) or re.search(r"[\r\n]", value):
+            # Not the item itself: a header is often a credential, and this goes to the log.
+            problems.append(f"--otlp-header number {number}: KEY=VALUE expected")
+    if settings.otlp_protocol not in OTLP_PROTOCOLS:
+        problems.append("--otlp-protocol must be grpc or http")
+    endpoint = settings.otlp_endpoint
+    if endpoint and settings.otlp_protocol == "http":
+        scheme = urllib.parse.urlsplit(endpoint).scheme
+        if scheme not in ("http", "https"):
+            problems.append(
+                "--otlp-endpoint must be an http:// or https:// URL with --otlp-protocol http"
+            )
+    if settings.otlp_insecure and settings.otlp_certificate:
+        problems.append("--otlp-insecure and --otlp-certificate contradict each other")
+    if settings.otlp_live_interval < 0:
+        problems.append("--otlp-live-interval must not be negative")
+    return problems
 
 
 def invalid_settings(settings: PodtrailSettings) -> list[str]:
@@ -289,6 +394,8 @@ def invalid_settings(settings: PodtrailSettings) -> list[str]:
         "request_timeout_seconds",
         "stream_outage_seconds",
         "flush_seconds",
+        "otlp_timeout_seconds",
+        "otlp_queue_spans",
     )
     for name in positive:
         if getattr(settings, name) <= 0:
@@ -308,6 +415,7 @@ def invalid_settings(settings: PodtrailSettings) -> list[str]:
     ):
         if getattr(settings, name) > most:
             problems.append(f"--{name.replace('_', '-')} must be at most {most} (the schema's)")
+    problems += _otlp_problems(settings)
     if not problems:
         problems += _record_size_problems(settings)
     return problems
