@@ -508,6 +508,7 @@ class FakeRuntimeParts(handlers.NamedTasks):
         self.writer = FakeWriter(journal)
         self.kube = self
         self.settings = PodtrailSettings()
+        self.tracing = None
 
     async def close(self) -> None:
         self.journal.append("close")

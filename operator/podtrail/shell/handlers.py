@@ -6,7 +6,8 @@ about pods, EndpointSlices, and records, whose every write comes back through a 
 operator's own watches, started at start-up; records are written by the RecordWriter alone.
 
 With leader election, every replica runs Kopf (namespaces, the probe) but only the holder of
-the Lease runs the runtime: the streams, the writer and the sweep.
+the Lease runs the runtime: the streams, the writer and the sweep (and, with --otlp-endpoint,
+the trace exporter and its live passes).
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from typing import Any
 
 import kopf
 from prometheus_client import start_http_server
 
+from podtrail import core
 from podtrail.shell import kube as kube_module
 from podtrail.shell.backoff import Backoff
 from podtrail.shell.health import StreamHealth
@@ -39,6 +41,7 @@ from podtrail.shell.streams import (
     follow_records,
 )
 from podtrail.shell.sweep import sweep_forever
+from podtrail.shell.traces import Tracing, build_tracing
 
 log = get_logger(__name__)
 
@@ -49,6 +52,12 @@ ELECTOR_TASK = "leader-elector"
 """The election's task that renews or competes for the Lease: stopped last."""
 FOLLOWER_TASK = "leader-follower"
 """The election's task that starts and drops the runtime as the Lease is won and lost."""
+TRACES_TASK = "trace-exporter"
+"""The runtime's task that exports traces: stopped after the writer's flush, which ends lives."""
+LIVE_TRACES_TASK = "trace-live"
+"""The runtime's task that offers live pods' closed spans."""
+TRACE_FLUSH_SECONDS = 5.0
+"""At shutdown, after the writer's flush: the traces' share of the grace period."""
 
 
 class NamedTasks:
@@ -63,9 +72,9 @@ class NamedTasks:
             raise ValueError(f"a task named {name} is already running")
         self.tasks[name] = asyncio.create_task(work, name=name)
 
-    def all_but(self, name: str) -> list[asyncio.Task[None]]:
-        """Every task but the one of that name (which is stopped after the others)."""
-        return [task for key, task in self.tasks.items() if key != name]
+    def all_but(self, *names: str) -> list[asyncio.Task[None]]:
+        """Every task but those of these names (which are stopped after the others)."""
+        return [task for key, task in self.tasks.items() if key not in names]
 
 
 @dataclasses.dataclass
@@ -80,8 +89,10 @@ class Runtime(NamedTasks):
     metrics: Metrics
     intake: PodIntake
     health: StreamHealth = dataclasses.field(default_factory=StreamHealth)
+    tracing: Tracing | None = None
+    """The trace exporter and its feed, with --otlp-endpoint."""
     tasks: dict[str, asyncio.Task[None]] = dataclasses.field(default_factory=dict)
-    """The writer (WRITER_TASK), a stream of each kind per namespace, the sweep."""
+    """The writer (WRITER_TASK), a stream of each kind per namespace, the sweep, the traces'."""
 
 
 @dataclasses.dataclass
@@ -237,10 +248,13 @@ async def _connect(settings: PodtrailSettings, metrics: Metrics) -> Kube:
 async def _start_runtime(settings: PodtrailSettings, metrics: Metrics) -> Runtime:
     """Assemble the runtime, load every record, then start its loops."""
     kube = await _connect(settings, metrics)
+    tracing = build_tracing(settings, metrics)
     try:
-        runtime = await _assemble(settings, metrics, kube)
+        runtime = await _assemble(settings, metrics, kube, tracing)
         versions = await _catch_up(runtime)
     except BaseException:
+        if tracing is not None:
+            await tracing.exporter.close(timeout=0)
         await kube.close()
         raise
     _spawn_loops(runtime, versions)
@@ -253,7 +267,9 @@ async def _start_runtime(settings: PodtrailSettings, metrics: Metrics) -> Runtim
     return runtime
 
 
-async def _assemble(settings: PodtrailSettings, metrics: Metrics, kube: Kube) -> Runtime:
+async def _assemble(
+    settings: PodtrailSettings, metrics: Metrics, kube: Kube, tracing: Tracing | None = None
+) -> Runtime:
     scope = Scope(namespaces=settings.namespaces, opt_in=settings.opt_in)
     for namespace_object in await kube.retried(kube.list_namespaces):
         scope.learn_namespace(namespace_object)
@@ -264,10 +280,11 @@ async def _assemble(settings: PodtrailSettings, metrics: Metrics, kube: Kube) ->
         concurrency=settings.write_concurrency,
         metrics=metrics,
         write_timeout_seconds=settings.request_timeout_seconds * 3,
+        on_ended=tracing.feed.ended if tracing is not None else None,
     )
     held = HeldEvents()
     intake = PodIntake(kube, scope, writer, held, metrics)
-    return Runtime(settings, kube, scope, writer, held, metrics, intake)
+    return Runtime(settings, kube, scope, writer, held, metrics, intake, tracing=tracing)
 
 
 def _spawn_loops(runtime: Runtime, versions: dict[str | None, str]) -> None:
@@ -302,6 +319,21 @@ def _spawn_loops(runtime: Runtime, versions: dict[str | None, str]) -> None:
             follow_endpoint_slices(kube, namespace, writer, metrics, **hooks),
         )
     runtime.spawn("sweep", sweep_forever(kube, writer, runtime.settings, metrics))
+    _spawn_tracing(runtime)
+
+
+def _spawn_tracing(runtime: Runtime) -> None:
+    """The trace exporter's task, and the live passes' unless --otlp-live-interval is 0."""
+    tracing, writer = runtime.tracing, runtime.writer
+    if tracing is None:
+        return
+    runtime.spawn(TRACES_TASK, tracing.exporter.run())
+    if tracing.live_interval_seconds > 0:
+        # Each record read as the pass reaches it (the pass yields between chunks).
+        def live() -> Iterator[tuple[str, str, core.Record]]:
+            return ((s.namespace, s.name, s.record) for s in writer.records() if not s.evicted)
+
+        runtime.spawn(LIVE_TRACES_TASK, tracing.feed.follow_live(live))
 
 
 async def _catch_up(runtime: Runtime) -> dict[str | None, str]:
@@ -320,12 +352,19 @@ async def _catch_up(runtime: Runtime) -> dict[str | None, str]:
 
 
 async def _stop_runtime(runtime: Runtime) -> None:
-    """Stop the streams and the sweep, flush what is pending (bounded), then the writer."""
-    await _cancel(runtime.all_but(WRITER_TASK))
+    """Stop the streams and the sweep, flush what is pending (bounded), then the writer.
+
+    Then the lives that ended are handed to the trace exporter, which gets TRACE_FLUSH_SECONDS
+    more to send what it holds.
+    """
+    await _cancel(runtime.all_but(WRITER_TASK, TRACES_TASK))
     unwritten = await runtime.writer.flush_all(timeout=runtime.settings.flush_seconds)
     await runtime.writer.close()
-    writer_task = runtime.tasks.get(WRITER_TASK)
-    await _cancel([writer_task] if writer_task is not None else [])
+    if runtime.tracing is not None:
+        runtime.writer.announce_ended()
+        await runtime.tracing.exporter.close(timeout=TRACE_FLUSH_SECONDS)
+    last = [runtime.tasks.get(WRITER_TASK), runtime.tasks.get(TRACES_TASK)]
+    await _cancel([task for task in last if task is not None])
     await runtime.kube.close()
     log.info("podtrail stopped", unwritten_records=len(unwritten))
 
@@ -334,6 +373,8 @@ async def _abandon_runtime(runtime: Runtime) -> None:
     """Stop at once, writing nothing more: another replica leads now and writes the records."""
     pending = runtime.writer.pending_count()
     await _cancel(list(runtime.tasks.values()))
+    if runtime.tracing is not None:
+        await runtime.tracing.exporter.close(timeout=0)
     await runtime.kube.close()
     log.warning(
         "lost the lease: runtime stopped, pending facts left to the leader", pending=pending

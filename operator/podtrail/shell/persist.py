@@ -16,6 +16,10 @@ Memory: only records that can still change are kept in full. A record whose pod 
 whose status is written is reduced to a stub (identity, resourceVersion, pod UID, removal and
 creation times, retention, labels, and marks of the Events it counted); whatever arrives for it
 later is kept pending and the record is read again from the API before it is written.
+
+A pod's end: when the removal of a pod this writer saw go is settled (written, and kept in full
+for the late Events), the record is handed to `on_ended` (the trace exporter) once, just before
+it becomes a stub; `announce_ended` hands over the ones still waiting (shutdown).
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ from podtrail.shell.metrics import Metrics
 log = get_logger(__name__)
 
 RecordKey = tuple[str, str]
+EndedHook = Callable[[str, str, core.Record], None]
+"""Called with (namespace, name, record) once a removed pod's record is settled."""
 T = TypeVar("T")
 
 _MAX_ATTEMPTS = 5
@@ -211,6 +217,8 @@ class RecordState:
     event_marks: array.array[int] | None = None
     trouble: _Trouble | None = None
     warned_at: float | None = None
+    end_due: bool = False
+    """Its pod's removal arrived here and the `on_ended` hook has not had the record yet."""
 
     @property
     def key(self) -> RecordKey:
@@ -324,6 +332,7 @@ class RecordWriter:
         evict_after_seconds: float = EVICT_AFTER_SECONDS,
         write_timeout_seconds: float = WRITE_TIMEOUT_SECONDS,
         warning_interval_seconds: float = WARNING_INTERVAL_SECONDS,
+        on_ended: EndedHook | None = None,
     ) -> None:
         self._store = store
         self._limits = limits
@@ -337,6 +346,7 @@ class RecordWriter:
         self._evict_after = evict_after_seconds
         self._write_timeout = write_timeout_seconds
         self._warning_interval = warning_interval_seconds
+        self._on_ended = on_ended
         self._records: dict[RecordKey, RecordState] = {}
         self._stubs = 0
         self._queue: list[tuple[float, int, RecordKey]] = []
@@ -419,6 +429,8 @@ class RecordWriter:
                 self._schedule(state)
             return ()
         state.record = step.record
+        if step.terminal:
+            self._note_end(state, step.record)
         self._keep(
             state, _Pending(observation, received_at, self._monotonic(), True, step.terminal)
         )
@@ -432,6 +444,11 @@ class RecordWriter:
     def pending_count(self) -> int:
         """Records with something the API does not have yet."""
         return len(self._unwritten)
+
+    def announce_ended(self) -> None:
+        """Hand every removed pod's record not handed over yet to `on_ended` (at shutdown)."""
+        for state in list(self._records.values()):
+            self._announce_end(state)
 
     # --- the flushing loop ---------------------------------------------------------------------
 
@@ -779,13 +796,36 @@ class RecordWriter:
         stub) are logged and counted now.
         """
         record = state.stored
+        ended = False
         for item in state.pending:
             step = core.step(record, item.observation, now=item.received_at, limits=self._limits)
             record = step.record
             if not item.applied:
                 item.applied, item.terminal = True, step.terminal
+                ended = ended or step.terminal
                 self._announce(state.key, step.facts)
+        if ended:
+            self._note_end(state, record)
         return record
+
+    def _note_end(self, state: RecordState, record: core.Record) -> None:
+        """A terminal step: once its removal is in, the record goes to `on_ended` when settled."""
+        if self._on_ended is not None and record.removal is not None:
+            state.end_due = True
+
+    def _announce_end(self, state: RecordState) -> None:
+        if not state.end_due or self._on_ended is None:
+            return
+        state.end_due = False
+        try:
+            self._on_ended(state.namespace, state.name, state.record)
+        except Exception as error:  # the hook's trouble must not stop the writes
+            log.warning(
+                "end of a record not handed over",
+                namespace=state.namespace,
+                record=state.name,
+                error=repr(error),
+            )
 
     def _announce(self, key: RecordKey, facts: tuple[core.Fact, ...]) -> None:
         for fact in facts:
@@ -842,6 +882,8 @@ class RecordWriter:
 
     def _drop(self, key: RecordKey) -> None:
         state = self._records.pop(key, None)
+        if state is not None:
+            self._announce_end(state)
         if state is not None and state.evicted:
             self._stubs -= 1
         self._unwritten.discard(key)
@@ -860,6 +902,7 @@ class RecordWriter:
         )
 
     def _evict(self, state: RecordState) -> None:
+        self._announce_end(state)  # the last moment the record is held in full
         state.evict()
         self._stubs += 1
         self._count_records()
