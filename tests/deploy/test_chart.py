@@ -725,3 +725,63 @@ def test_docs_describe_every_value() -> None:
     paths = value_paths(values)
     assert [p for p in paths if p not in rows] == [], "values missing from docs/helm.md's table"
     assert [r for r in rows if r.startswith(tuple(values)) and r not in paths] == []
+
+
+def test_otlp_values_reach_the_operator(helm: str) -> None:
+    values = {
+        "otlp": {
+            "endpoint": "https://otel.example:4317",
+            "headers": {"authorization": "Bearer a,b%c", "X-Team": "shop"},
+            "certificate": {"secretName": "collector-ca"},
+        }
+    }
+    objects = template(helm, values)
+    operator = container(objects)
+    settings = operator_settings(operator, NAMESPACE)
+    assert settings.otlp_endpoint == "https://otel.example:4317"
+    assert settings.otlp_protocol == "grpc" and settings.otlp_insecure is False
+    assert settings.otlp_headers == ("X-Team=shop", "authorization=Bearer a,b%c")
+    assert settings.otlp_certificate == "/etc/podtrail/otlp/ca.crt"
+    mount = next(m for m in operator["volumeMounts"] if m["name"] == "otlp-certificate")
+    assert mount == {
+        "name": "otlp-certificate",
+        "mountPath": "/etc/podtrail/otlp",
+        "readOnly": True,
+    }
+    pod = only(objects, "Deployment")["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "otlp-certificate")
+    assert volume["secret"] == {
+        "secretName": "collector-ca",
+        "items": [{"key": "ca.crt", "path": "ca.crt"}],
+    }
+    http = operator_settings(
+        container(template(helm, {"otlp": {"endpoint": "http://tempo:4318", "protocol": "http"}})),
+        NAMESPACE,
+    )
+    assert (http.otlp_protocol, http.otlp_headers, http.otlp_certificate) == ("http", (), None)
+    off = template(helm, {"otlp": {"headers": {"a": "b"}, "certificate": {"secretName": "x"}}})
+    assert operator_settings(container(off), NAMESPACE).otlp_endpoint == ""
+    assert "otlp-certificate" not in json.dumps(only(off, "Deployment"))
+
+
+@pytest.mark.parametrize(
+    ("values", "said"),
+    [
+        (
+            {"otlp": {"endpoint": "c:4317"}, "extraEnv": [{"name": "PODTRAIL_OTLP_ENDPOINT"}]},
+            "extraEnv sets PODTRAIL_OTLP_ENDPOINT",
+        ),
+        (
+            {"otlp": {"certificate": {"secretName": "a", "configMapName": "b"}}},
+            "not both",
+        ),
+        (
+            {"otlp": {"endpoint": "c:4317", "insecure": True, "certificate": {"secretName": "a"}}},
+            "contradict",
+        ),
+        ({"otlp": {"protocol": "thrift"}}, SCHEMA_REFUSAL),
+        ({"otlp": {"headers": {"bad key": "v"}}}, SCHEMA_REFUSAL),
+    ],
+)
+def test_otlp_values_refused(helm: str, values: Obj, said: str) -> None:
+    assert said in refusal(helm, values)
