@@ -11,7 +11,7 @@ export PATH := $(K8S_BIN):$(PATH)
 IMAGE ?= podtrail.local/podtrail:dev
 export IMAGE
 
-.PHONY: bench bench-full help install test-deployed test-helm test-prometheus test-faults test-cluster-lifecycle test-kind kind kind-down kind-load ci lint unit test cluster cluster-down run crd e2e image image-wheels image-load deploy undeploy engine-down
+.PHONY: bench bench-full help install test-deployed test-helm test-prometheus test-traces test-faults test-cluster-lifecycle test-kind kind kind-down kind-load ci lint unit test cluster cluster-down run crd e2e image image-wheels image-load deploy undeploy engine-down
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-24s %s\n", $$1, $$2}'
@@ -76,6 +76,9 @@ test-prometheus: install ## the alert rules and dashboard checked with promtool,
 	$(BIN)/pytest -q tests/monitoring
 	PODTRAIL_PROMETHEUS_TESTS=1 $(BIN)/pytest -q -s --timeout=900 tests/monitoring/test_prometheus_run.py
 
+test-traces: install ## an OpenTelemetry Collector (built from its Go module, cached) receiving the operator's OTLP traces of pods on the chosen cluster
+	PODTRAIL_TRACE_TESTS=1 $(BIN)/pytest -q -s --timeout=900 tests/support/test_collector.py tests/traces
+
 test-cluster-lifecycle: install ## make cluster twice, cluster-down then up, recovery after a crash (restarts the local cluster)
 	PODTRAIL_CLUSTER_LIFECYCLE_TESTS=1 $(BIN)/pytest -q tests/cluster/test_lifecycle.py
 
@@ -86,11 +89,12 @@ test-kind: install ## on kind (made here, no local cluster): make deploy there, 
 	  PODTRAIL_BESIDE_LOCAL_TESTS=1 PODTRAIL_E2E_OPERATOR=deployed $(BIN)/pytest -q --timeout=1200 tests/kind || rc=1; \
 	  bash kind/down.sh || rc=1; exit $$rc
 
-ci: ## what CI runs: the whole suite, the deployed operator's e2e, the Helm chart, Prometheus and the alert rules, the fault suite (local cluster), kind, the cluster's lifecycle
+ci: ## what CI runs: the whole suite, the deployed operator's e2e, the Helm chart, Prometheus and the alert rules, OTLP traces to a real collector, the fault suite (local cluster), kind, the cluster's lifecycle
 	$(MAKE) test
 	$(MAKE) test-deployed
 	$(MAKE) test-helm
 	$(MAKE) test-prometheus
+	$(MAKE) test-traces
 	$(MAKE) test-faults
 	$(MAKE) test-kind
 	$(MAKE) test-cluster-lifecycle

@@ -203,7 +203,7 @@ OTHER_VALUES: dict[str, tuple[str, object]] = {
     "otlp_certificate": ("/etc/ca.pem", "/etc/ca.pem"),
     "otlp_timeout_seconds": ("3", 3.0),
     "otlp_queue_spans": ("100", 100),
-    "otlp_live_interval": ("0", 0.0),
+    "otlp_live_interval_seconds": ("0", 0.0),
 }
 
 

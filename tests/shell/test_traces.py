@@ -621,7 +621,7 @@ def test_settings_refuse_contradictions_and_bad_headers(capsys: pytest.CaptureFi
         ["--otlp-protocol", "http", "--otlp-endpoint", "tempo:4318"],
         ["--otlp-insecure", "--otlp-certificate", "/ca.pem"],
         ["--otlp-header", "Bearer secret"],
-        ["--otlp-live-interval", "-1"],
+        ["--otlp-live-interval-seconds", "-1"],
         ["--otlp-queue-spans", "0"],
     ):
         with pytest.raises(SystemExit):

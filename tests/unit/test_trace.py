@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import pytest
@@ -153,3 +154,16 @@ def test_every_ended_life_has_its_outcome_on_the_root(name: str) -> None:
     trace = _trace(name)
     assert trace.ended
     assert "podtrail.outcome" in _attrs(trace.root)
+
+
+def test_a_run_keeps_its_span_id_when_older_runs_are_dropped() -> None:
+    whole = _trace("crash_loop")
+    status, _ = play(SCENARIOS["crash_loop"]())
+    record = core.load_record(status, core.Limits())
+    starts = [e for e in record.timeline if e.type == "ContainerStarted"]
+    cut = replace(record, timeline=tuple(e for e in record.timeline if e is not starts[0]))
+    trimmed = pod_trace(cut, "shop", "web-0", now=NOW)
+    assert trimmed is not None
+    ids = {s.span_id: s.start for s in whole.spans}
+    for span in _named(trimmed, "container app")[1:]:
+        assert ids.get(span.span_id) == span.start

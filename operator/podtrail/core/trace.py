@@ -309,6 +309,7 @@ class _Run:
     index: int
     start: datetime
     end: Entry | None
+    key: str
 
 
 def _runs(record: Record, life: _Life) -> list[Span]:
@@ -323,21 +324,26 @@ def _runs(record: Record, life: _Life) -> list[Span]:
 
 
 def _pair_runs(container: str, kind: str, entries: Sequence[Entry]) -> Iterator[_Run]:
-    """Each start opens a run; the next end closes it (an end with no start is a run of its own)."""
-    start: datetime | None = None
+    """Each start opens a run; the next end closes it (an end with no start is a run of its own).
+
+    A run's key is its first entry's (which names the container's run): its span id stays the
+    same when the timeline's bound drops older runs.
+    """
+    start: Entry | None = None
     index = 0
     for entry in entries:
         if entry.type in STARTS:
             if start is not None:
-                yield _Run(container, kind, index, start, None)
+                yield _Run(container, kind, index, start.time, None, start.key)
                 index += 1
-            start = entry.time
+            start = entry
         elif entry.type in ENDS:
-            yield _Run(container, kind, index, start or entry.time, entry)
+            first = start or entry
+            yield _Run(container, kind, index, first.time, entry, first.key)
             index += 1
             start = None
     if start is not None:
-        yield _Run(container, kind, index, start, None)
+        yield _Run(container, kind, index, start.time, None, start.key)
 
 
 def _run_span(life: _Life, run: _Run, own: Sequence[Entry], until: datetime) -> Span:
@@ -357,7 +363,7 @@ def _run_span(life: _Life, run: _Run, own: Sequence[Entry], until: datetime) -> 
     prefix = RUN_NAMES.get(run.kind, "container")
     return _child(
         life,
-        f"run/{run.container}/{run.index}",
+        f"run/{run.key}",
         f"{prefix} {run.container}",
         run.start,
         end,

@@ -323,7 +323,7 @@ def _spawn_loops(runtime: Runtime, versions: dict[str | None, str]) -> None:
 
 
 def _spawn_tracing(runtime: Runtime) -> None:
-    """The trace exporter's task, and the live passes' unless --otlp-live-interval is 0."""
+    """The trace exporter's task, and the live passes' unless --otlp-live-interval-seconds is 0."""
     tracing, writer = runtime.tracing, runtime.writer
     if tracing is None:
         return

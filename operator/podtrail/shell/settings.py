@@ -126,7 +126,7 @@ class PodtrailSettings:
     otlp_queue_spans: int = 20_000
     """Spans waiting for export at most; a trace that does not fit is dropped, and counted."""
 
-    otlp_live_interval: float = 60.0
+    otlp_live_interval_seconds: float = 60.0
     """How often the closed spans of live pods (ended container runs...) are sent; 0: only
     whole lives, once the pod is gone."""
 
@@ -259,7 +259,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("otlp-timeout-seconds", "bound on one export, retries included", kind=float),
     Option("otlp-queue-spans", "spans waiting for export at most", kind=int),
     Option(
-        "otlp-live-interval",
+        "otlp-live-interval-seconds",
         "seconds between sending the closed spans of live pods (0: only whole lives)",
         kind=float,
     ),
@@ -376,8 +376,8 @@ def _otlp_problems(settings: PodtrailSettings) -> list[str]:
             )
     if settings.otlp_insecure and settings.otlp_certificate:
         problems.append("--otlp-insecure and --otlp-certificate contradict each other")
-    if settings.otlp_live_interval < 0:
-        problems.append("--otlp-live-interval must not be negative")
+    if settings.otlp_live_interval_seconds < 0:
+        problems.append("--otlp-live-interval-seconds must not be negative")
     return problems
 
 

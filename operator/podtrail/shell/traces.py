@@ -2,7 +2,7 @@
 
 Two parts. `TraceFeed` chooses what goes and when: a removed pod's whole life once, when the
 writer hands over its settled record (`RecordWriter`'s `on_ended` hook: shortly after the
-removal, once the late Events are in); and, every --otlp-live-interval seconds, the spans of
+removal, once the late Events are in); and, every --otlp-live-interval-seconds, the spans of
 live pods that have closed (a container run that ended, the scheduling, the sandbox), each
 once. A live pod's root span, and any span still open, wait for the pod's end. `TraceExporter`
 sends: a bounded queue of spans that one task drains in batches, handing each batch to the
@@ -649,13 +649,15 @@ def build_tracing(settings: PodtrailSettings, metrics: Metrics) -> Tracing | Non
         timeout_seconds=settings.otlp_timeout_seconds,
     )
     feed = TraceFeed(
-        exporter, limits=record_limits(settings), interval_seconds=settings.otlp_live_interval
+        exporter,
+        limits=record_limits(settings),
+        interval_seconds=settings.otlp_live_interval_seconds,
     )
     log.info(
         "traces on",
         endpoint=settings.otlp_endpoint,
         protocol=settings.otlp_protocol,
-        live_interval_seconds=settings.otlp_live_interval,
+        live_interval_seconds=settings.otlp_live_interval_seconds,
         queue_spans=settings.otlp_queue_spans,
     )
-    return Tracing(exporter, feed, settings.otlp_live_interval)
+    return Tracing(exporter, feed, settings.otlp_live_interval_seconds)
