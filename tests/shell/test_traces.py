@@ -35,16 +35,9 @@ from podtrail.core.trace import PodTrace, Span, pod_trace
 from podtrail.shell import handlers
 from podtrail.shell.backoff import Backoff
 from podtrail.shell.metrics import Metrics
+from podtrail.shell.otlp import http_traces_url, nanoseconds, readable_spans
 from podtrail.shell.settings import PodtrailSettings, parse_settings
-from podtrail.shell.traces import (
-    TraceExporter,
-    TraceFeed,
-    Tracing,
-    build_tracing,
-    http_traces_url,
-    nanoseconds,
-    readable_spans,
-)
+from podtrail.shell.traces import TraceExporter, TraceFeed, Tracing, build_tracing
 from tests.shell.test_persist import FakeTime, Harness, clock, running, running_pod
 from tests.unit import builders as b
 from tests.unit.scenarios import SCENARIOS, play

@@ -6,7 +6,8 @@ removal, once the late Events are in); and, every --otlp-live-interval-seconds, 
 live pods that have closed (a container run that ended, the scheduling, the sandbox), each
 once. A live pod's root span, and any span still open, wait for the pod's end. `TraceExporter`
 sends: a bounded queue of spans that one task drains in batches, handing each batch to the
-OpenTelemetry SDK's OTLP exporter in a worker thread (the SDK's `export` blocks).
+OpenTelemetry SDK's OTLP exporter in a worker thread (the SDK's `export` blocks; the SDK's side,
+spans and exporter, is podtrail.shell.otlp).
 
 A collector that is down or slow costs dropped spans, counted, and nothing else:
 - the queue holds at most `max_spans`; a trace (or a live pod's closed spans) offered when it
@@ -28,22 +29,18 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
-from opentelemetry.trace.status import Status, StatusCode
 
 from podtrail import core
-from podtrail.core.trace import Attributes, AttrValue, PodTrace, Span, pod_trace, trace_id
+from podtrail.core.trace import PodTrace, Span, pod_trace, trace_id
 from podtrail.shell.backoff import Backoff
 from podtrail.shell.logs import get_logger
-from podtrail.shell.metrics import Metrics, build_version
+from podtrail.shell.metrics import Metrics
+from podtrail.shell.otlp import Queued, otlp_exporter, readable_spans
 from podtrail.shell.settings import PodtrailSettings, record_limits
 
 log = get_logger(__name__)
@@ -71,14 +68,7 @@ PASS_CHUNK = 20
 """Records a live pass handles between two yields to the event loop (a trace: some 200 µs)."""
 CONVERT_CHUNK = 64
 """Spans made into SDK spans between two yields to the event loop (some 40 µs each)."""
-SCOPE = InstrumentationScope("podtrail", build_version())
-_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_INT64 = (-(2**63), 2**63 - 1)
-_UINT64_MAX = 2**64 - 1
 
-Queued = tuple[int, Attributes, Span]
-"""A queued span: its trace id, its pod's resource attributes, the span."""
 LiveRecord = tuple[str, str, core.Record]
 """A record as a live pass sees it: namespace, name, the record."""
 
@@ -90,75 +80,6 @@ class SpanSink(Protocol):
         self, trace: PodTrace, spans: Sequence[Span] | None = None, *, again: bool = False
     ) -> bool:
         """Queue the trace's spans (or these of them); False if they were not."""
-
-
-# --- SDK spans -----------------------------------------------------------------------------
-
-
-def nanoseconds(moment: datetime) -> int:
-    """Nanoseconds since the epoch, within OTLP's unsigned 64 bits."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    delta = moment - _EPOCH
-    nanos = ((delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds) * 1000
-    return min(max(nanos, 0), _UINT64_MAX)
-
-
-def _value(value: AttrValue) -> AttrValue:
-    """An attribute value OTLP can carry: integers are signed 64-bit there."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return min(max(value, _INT64[0]), _INT64[1])
-    return value
-
-
-def _attributes(attributes: Attributes) -> dict[str, AttrValue]:
-    return {key: _value(value) for key, value in attributes}
-
-
-def _context(trace: int, span: int) -> SpanContext:
-    return SpanContext(trace, span, is_remote=False, trace_flags=_SAMPLED)
-
-
-def readable_span(trace: int, span: Span, resource: Resource) -> ReadableSpan:
-    """One of the core's spans as the SDK's exporters take it."""
-    events = [
-        Event(event.name, _attributes(event.attributes), timestamp=nanoseconds(event.time))
-        for event in span.events
-    ]
-    status = (
-        Status(StatusCode.UNSET) if span.error is None else Status(StatusCode.ERROR, span.error)
-    )
-    return ReadableSpan(
-        name=span.name,
-        context=_context(trace, span.span_id),
-        parent=None if span.parent_id is None else _context(trace, span.parent_id),
-        resource=resource,
-        attributes=_attributes(span.attributes),
-        events=events,
-        kind=SpanKind.INTERNAL,
-        status=status,
-        start_time=nanoseconds(span.start),
-        end_time=nanoseconds(span.end),
-        instrumentation_scope=SCOPE,
-    )
-
-
-def readable_spans(
-    batch: Sequence[Queued], base: Resource, resources: dict[int, Resource] | None = None
-) -> list[ReadableSpan]:
-    """A batch as SDK spans, each with its pod's resource.
-
-    A pod's resource is `base` (the SDK's attributes and OTEL_RESOURCE_ATTRIBUTES') with the
-    pod's own over it, as Resource.create would make it; `resources` keeps them by trace id.
-    """
-    resources = {} if resources is None else resources
-    spans = []
-    for trace, attributes, span in batch:
-        resource = resources.get(trace)
-        if resource is None:
-            resource = resources[trace] = base.merge(Resource(_attributes(attributes)))
-        spans.append(readable_span(trace, span, resource))
-    return spans
 
 
 # --- The exporter --------------------------------------------------------------------------
@@ -563,61 +484,6 @@ class Tracing:
     exporter: TraceExporter
     feed: TraceFeed
     live_interval_seconds: float
-
-
-def header_pairs(headers: Sequence[str]) -> list[tuple[str, str]]:
-    """`key=value` items as (key, value), keys in lower case (gRPC metadata takes no other)."""
-    pairs = []
-    for item in headers:
-        key, _, value = item.partition("=")
-        pairs.append((key.strip().lower(), value.strip()))
-    return pairs
-
-
-def http_traces_url(endpoint: str) -> str:
-    """The OTLP/HTTP traces URL: an endpoint without a path gets the standard /v1/traces."""
-    if urlsplit(endpoint).path in ("", "/"):
-        return endpoint.rstrip("/") + "/v1/traces"
-    return endpoint
-
-
-def otlp_exporter(settings: PodtrailSettings) -> SpanExporter:
-    """The SDK's OTLP span exporter for these settings.
-
-    Imported here, not at the top: an operator without traces does not load gRPC or protobuf.
-    The SDK still reads the OTEL_EXPORTER_OTLP_* variables for what is not set here
-    (compression, client certificates).
-    """
-    headers = header_pairs(settings.otlp_headers)
-    endpoint, timeout = settings.otlp_endpoint, settings.otlp_timeout_seconds
-    if settings.otlp_protocol == "http":
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-            OTLPSpanExporter as HttpSpanExporter,
-        )
-
-        return HttpSpanExporter(
-            endpoint=http_traces_url(endpoint),
-            certificate_file=settings.otlp_certificate,
-            headers=dict(headers),
-            timeout=timeout,
-        )
-    import grpc
-    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
-        OTLPSpanExporter as GrpcSpanExporter,
-    )
-
-    insecure = settings.otlp_insecure or urlsplit(endpoint).scheme == "http"
-    credentials = None
-    if not insecure and settings.otlp_certificate:
-        roots = Path(settings.otlp_certificate).read_bytes()
-        credentials = grpc.ssl_channel_credentials(root_certificates=roots)
-    return GrpcSpanExporter(
-        endpoint=endpoint,
-        insecure=insecure,
-        credentials=credentials,
-        headers=headers,
-        timeout=timeout,
-    )
 
 
 def build_tracing(settings: PodtrailSettings, metrics: Metrics) -> Tracing | None:
