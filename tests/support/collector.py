@@ -36,6 +36,8 @@ import json
 import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
@@ -343,3 +345,26 @@ def any_value(value: Mapping[str, Any]) -> AttributeValue:
     if "bytesValue" in value:
         return base64.b64decode(value["bytesValue"])
     return None
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m tests.support.collector DIR`: a collector until interrupted (for the bench).
+
+    Prints its OTLP/gRPC endpoint first; at the end, how many traces and spans it received.
+    """
+    args = sys.argv[1:] if argv is None else argv
+    workdir = Path(args[0] if args else tempfile.mkdtemp(prefix="podtrail-collector-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    with Collector(workdir) as collector:
+        print(collector.grpc_endpoint, flush=True)
+        try:
+            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        finally:
+            spans = collector.spans()
+            traces = {span["trace_id"] for span in spans}
+            print(f"{len(traces)} traces, {len(spans)} spans in {workdir / TRACES_FILE}")
+
+
+if __name__ == "__main__":
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    main()
