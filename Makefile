@@ -77,6 +77,7 @@ test-prometheus: install ## the alert rules and dashboard checked with promtool,
 	PODTRAIL_PROMETHEUS_TESTS=1 $(BIN)/pytest -q -s --timeout=900 tests/monitoring/test_prometheus_run.py
 
 test-traces: install ## an OpenTelemetry Collector (built from its Go module, cached) receiving the operator's OTLP traces of pods on the chosen cluster
+	bash image/otelcol.sh >/dev/null  # built once into the cache (minutes), outside the tests' timeouts
 	PODTRAIL_TRACE_TESTS=1 $(BIN)/pytest -q -s --timeout=900 tests/support/test_collector.py tests/traces
 
 test-cluster-lifecycle: install ## make cluster twice, cluster-down then up, recovery after a crash (restarts the local cluster)
