@@ -127,6 +127,7 @@ class FakeStore:
                 "uid": f"uid-{self.version}",
                 "labels": dict(labels),
                 "creationTimestamp": "2026-01-01T00:00:00Z",
+                "generation": 1,
             },
             "spec": {"podName": name},
         }

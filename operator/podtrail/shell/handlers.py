@@ -194,12 +194,24 @@ def _register_probe(registry: kopf.OperatorRegistry) -> None:
 
 
 async def observe_record(runtime: Runtime, raw: dict[str, Any], *, deleted: bool) -> None:
-    """A record changed: learn of records users create, of spec changes, of deletions."""
+    """A record changed: learn of records users create, of spec changes, of deletions.
+
+    `raw` may be metadata only (the records' watch): a record whose object or spec is not the
+    one held is then read in full; our own status writes coming back are not.
+    """
     meta = raw.get("metadata") or {}
     namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
     if deleted:
         runtime.writer.forget(namespace, name, meta.get("uid"))
         return
+    if runtime.writer.knows_spec(meta):
+        return
+    if "spec" not in raw:
+        found = await runtime.kube.retried(lambda: runtime.kube.get_record(namespace, name))
+        if found is None:
+            return  # deleted since: the watch says so next
+        raw = found
+        meta = raw.get("metadata") or {}
     state = runtime.writer.get(namespace, name)
     fresh = state is None or state.uid != meta.get("uid")
     runtime.writer.adopt(raw)

@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aiohttp
+import orjson
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from podtrail.shell import rawcall
 from podtrail.shell.backoff import Backoff
 from podtrail.shell.logs import get_logger
 
@@ -208,10 +210,6 @@ async def retrying(
         await sleep(delay)
 
 
-# Custom resources take no strategic merge patch, the client's choice for a dict body.
-_MERGE_PATCH: dict[str, Any] = {"_content_type": "application/merge-patch+json"}
-
-
 class Kube:
     """A thin async facade over the API calls the operator makes; every result is a plain dict.
 
@@ -233,6 +231,7 @@ class Kube:
         self._core = client.CoreV1Api(api)
         self._discovery = client.DiscoveryV1Api(api)
         self._custom = client.CustomObjectsApi(api)
+        self._rawcall = rawcall.RawCaller(api)
         self._policy = CallPolicy(
             request_timeout=request_timeout, on_request=on_request, sleep=sleep, jitter=jitter
         )
@@ -337,10 +336,7 @@ class Kube:
         }
         try:
             return await _json(
-                self._custom.create_namespaced_custom_object(
-                    GROUP, VERSION, namespace, PLURAL, body, **self._raw()
-                ),
-                self._count("create"),
+                self._send("POST", _records_path(namespace), body), self._count("create")
             )
         except ApiException as error:
             text = _body_text(error)
@@ -351,7 +347,10 @@ class Kube:
     async def replace_record_status(
         self, namespace: str, name: str, resource_version: str, status: Mapping[str, Any]
     ) -> Raw:
-        """Write a record's whole status if nobody changed the record since `resource_version`."""
+        """Write a record's whole status if nobody changed the record since `resource_version`.
+
+        Answers the record's metadata only (its resourceVersion is what the writer reads).
+        """
         body = {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": KIND,
@@ -359,12 +358,8 @@ class Kube:
             "status": dict(status),
         }
         try:
-            return await _json(
-                self._custom.replace_namespaced_custom_object_status(
-                    GROUP, VERSION, namespace, PLURAL, name, body, **self._raw()
-                ),
-                self._count("update"),
-            )
+            path = _records_path(namespace, name, "status")
+            return await _json(self._send("PUT", path, body), self._count("update"))
         except ApiException as error:
             raise _translate(error) from error
 
@@ -382,19 +377,10 @@ class Kube:
             meta["resourceVersion"] = resource_version  # a precondition: 409 if it moved on
         patch = {"metadata": meta}
         try:
-            return await _json(
-                self._custom.patch_namespaced_custom_object(
-                    GROUP,
-                    VERSION,
-                    namespace,
-                    PLURAL,
-                    name,
-                    patch,
-                    **self._raw(),
-                    **_MERGE_PATCH,
-                ),
-                self._count("patch"),
+            pending = self._send(
+                "PATCH", _records_path(namespace, name), patch, rawcall.MERGE_PATCH
             )
+            return await _json(pending, self._count("patch"))
         except ApiException as error:
             raise _translate(error) from error
 
@@ -481,9 +467,8 @@ class Kube:
 
     async def list_namespaces(self) -> list[Raw]:
         """Every namespace, as metadata only."""
-        return await _list_pages(
-            _partial(self._core.list_namespace), metadata_only=True, policy=self._policy
-        )
+        call = self._rawcall.lister(rawcall.path_of("api", "v1", "namespaces"), metadata_only=True)
+        return await _list_pages(call, policy=self._policy)
 
     # --- leases ---------------------------------------------------------------------------------
 
@@ -532,6 +517,23 @@ class Kube:
 
     # --- streams -------------------------------------------------------------------------------
     #
+    def _send(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any],
+        content_type: str = rawcall.JSON,
+    ) -> Awaitable[aiohttp.ClientResponse]:
+        """A record write, answered with the record's metadata only."""
+        return self._rawcall.request(
+            method,
+            path,
+            body=rawcall.encode(body),
+            content_type=content_type,
+            accept=rawcall.METADATA,
+            timeout=self._policy.one_shot_timeout(),
+        )
+
     # Each stream calls `on_restart(cause)` after every failure, before backing off (causes:
     # see _cause_of), and `on_up()` when a list page or a watch response arrives. It ends only
     # when cancelled or closed.
@@ -557,13 +559,14 @@ class Kube:
         since: str,
         on_up: Callable[[], None] = _nothing,
     ) -> AsyncIterator[StreamItem]:
-        """Records, watched from the version of a listing already taken.
+        """Records' metadata, watched from the version of a listing already taken.
 
-        Every status write comes back through this watch, so it stays out of Kopf, whose
-        per-event processing cost more than the write itself.
+        Every status write comes back through this watch: it stays out of Kopf, whose per-event
+        processing cost more than the write itself, and it carries metadata only (the caller
+        reads a record whose `generation` moved). A re-listing lists metadata only too.
         """
         return _list_then_watch(
-            self._records_call(namespace),
+            self._rawcall.lister(_records_path(namespace), metadata_only=True),
             on_restart,
             since or None,
             on_up=on_up,
@@ -666,7 +669,7 @@ async def _json(pending: Awaitable[Any], count: Callable[[str], None] = _uncount
         payload = await response.read()
     finally:
         response.release()
-    data = json.loads(payload)
+    data = orjson.loads(payload)
     if not isinstance(data, dict):
         raise KubeError("the API answered with something other than an object")
     return data
@@ -675,16 +678,15 @@ async def _json(pending: Awaitable[Any], count: Callable[[str], None] = _uncount
 _DEFAULT_POLICY = CallPolicy()
 
 
-async def _pages(
-    call: Call, *, metadata_only: bool = False, policy: CallPolicy = _DEFAULT_POLICY
-) -> AsyncIterator[Page]:
+def _records_path(namespace: str | None, *name: str) -> str:
+    """The API path of the records (of a namespace, or all), or of one record's subresource."""
+    where = ("namespaces", namespace) if namespace is not None else ()
+    return rawcall.path_of("apis", GROUP, VERSION, *where, PLURAL, *name)
+
+
+async def _pages(call: Call, *, policy: CallPolicy = _DEFAULT_POLICY) -> AsyncIterator[Page]:
     """A full listing, one page at a time: no response, and no list, holds every object."""
     token: str | None = None
-    headers = (
-        {"Accept": "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io"}
-        if metadata_only
-        else None
-    )
     count = policy.counter("list")
     while True:
         kwargs: dict[str, Any] = {
@@ -694,8 +696,6 @@ async def _pages(
         }
         if token:
             kwargs["_continue"] = token
-        if headers:
-            kwargs["_headers"] = headers
         page = await _json(call(**kwargs), count)
         meta = page.get("metadata") or {}
         token = meta.get("continue") or None
@@ -706,12 +706,10 @@ async def _pages(
             return
 
 
-async def _list_pages(
-    call: Call, *, metadata_only: bool = False, policy: CallPolicy = _DEFAULT_POLICY
-) -> list[Raw]:
+async def _list_pages(call: Call, *, policy: CallPolicy = _DEFAULT_POLICY) -> list[Raw]:
     """A whole listing of something small (namespaces, metadata only)."""
     items: list[Raw] = []
-    async for page in _pages(call, metadata_only=metadata_only, policy=policy):
+    async for page in _pages(call, policy=policy):
         items.extend(page.items)
     return items
 
@@ -774,7 +772,7 @@ def _in_band_error(status: Raw) -> _StreamError:
 
 def _decode(line: bytes) -> tuple[str, Raw]:
     try:
-        event = json.loads(line)
+        event = orjson.loads(line)
     except ValueError as error:
         raise _StreamError("decode", f"undecodable watch line: {error}") from error
     obj = event.get("object") if isinstance(event, dict) else None

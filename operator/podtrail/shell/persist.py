@@ -202,6 +202,7 @@ class RecordState:
     record: core.Record
     exists: bool = False
     uid: str | None = None
+    generation: int | None = None
     resource_version: str | None = None
     created_at: datetime | None = None
     stored_labels: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -250,6 +251,7 @@ class RecordState:
         self.evicted = False
         self.event_marks = None
         self.uid = meta.get("uid")
+        self.generation = _generation(meta)
         self.resource_version = meta.get("resourceVersion")
         self.created_at = parse_time(meta.get("creationTimestamp"))
         self.stored = core.load_record(status, limits)
@@ -294,6 +296,11 @@ STAGES = {
     "terminationSeconds": "termination",
 }
 """Status durations → the lifecycle metric's stage label (the names the status had before)."""
+
+
+def _generation(metadata: Mapping[str, Any]) -> int | None:
+    generation = metadata.get("generation")
+    return generation if isinstance(generation, int) else None
 
 
 def lifecycle_stages(status: Mapping[str, Any]) -> dict[str, Any]:
@@ -380,6 +387,7 @@ class RecordWriter:
             # take back a user's change we already know of.
             ttl = (record.get("spec") or {}).get("ttlSecondsAfterPodDeletion")
             state.ttl_seconds = ttl if isinstance(ttl, int) else None
+            state.generation = _generation(meta)
             return state
         self._load(state, record)
         gone_at = state.pod_gone_at
@@ -390,6 +398,23 @@ class RecordWriter:
                 self._schedule(state, delay=self._evict_after)
         self._track(state)
         return state
+
+    def knows_spec(self, metadata: Mapping[str, Any]) -> bool:
+        """Whether a record's metadata names the object and spec already held here.
+
+        The records' watch carries metadata only; a record is read in full when this is False.
+        Its spec moves `generation` (the status subresource does not), so our own status
+        writes coming back are told apart from a user's spec edit without reading them.
+        """
+        state = self._records.get((str(metadata.get("namespace")), str(metadata.get("name"))))
+        return (
+            state is not None
+            and state.exists
+            and state.uid is not None
+            and state.uid == metadata.get("uid")
+            and state.generation is not None
+            and state.generation == _generation(metadata)
+        )
 
     def forget(self, namespace: str, name: str, uid: str | None = None) -> None:
         """A record was deleted: drop what is known of it (unless it is another object now)."""
