@@ -307,3 +307,87 @@ async def test_the_runtimes_loops_are_named_by_stream_and_namespace() -> None:
             runtime.spawn("sweep", asyncio.Event().wait())  # closed unrun: no warning
     finally:
         await handlers._cancel(list(runtime.tasks.values()))
+
+
+# --- updates that change nothing the core reads ---------------------------------------------
+
+
+def touched(raw: dict[str, Any], version: str) -> dict[str, Any]:
+    """The same pod after an update the core does not read: annotations, bookkeeping."""
+    meta = raw["metadata"] | {
+        "resourceVersion": version,
+        "annotations": {"example.com/touched": version},
+        "managedFields": [{"manager": "kubectl", "time": version}],
+    }
+    return raw | {"metadata": meta}
+
+
+async def test_an_update_that_changes_nothing_the_core_reads_is_dropped() -> None:
+    writer = FakeWriter()
+    pods = intake(writer)
+    await pods.pod(tracked(), deleted=False)
+    writer.known.add(b.POD)
+
+    await pods.pod(touched(tracked(), "2"), deleted=False)
+    await pods.pod(touched(tracked(), "3"), deleted=False)
+
+    assert kinds(writer) == ["PodSeen"], "only the first sighting went to the record"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda raw: raw["status"].update(phase="Failed"),
+        lambda raw: raw["metadata"].update(labels={"app": "other"}),
+        lambda raw: raw["metadata"].update(deletionTimestamp="2026-01-01T00:09:00Z"),
+        lambda raw: raw["metadata"].update(deletionGracePeriodSeconds=5),
+        lambda raw: raw["spec"].update(nodeName="worker-9"),
+        lambda raw: raw["metadata"].update(uid="another-instance"),
+    ],
+    ids=["status", "labels", "deletion", "grace", "spec", "uid"],
+)
+async def test_an_update_that_changes_what_the_core_reads_is_taken(change: Any) -> None:
+    writer = FakeWriter()
+    pods = intake(writer)
+    await pods.pod(tracked(), deleted=False)
+    writer.known.add(b.POD)
+    changed = tracked()
+    change(changed)
+
+    await pods.pod(touched(changed, "2"), deleted=False)
+
+    assert writer.submitted[-1] == core.observe_pod(changed)
+    assert len(writer.submitted) == 2
+
+
+async def test_a_pod_without_a_record_held_is_always_observed() -> None:
+    writer = FakeWriter()  # the record was deleted, or never written: the pod makes it again
+    pods = intake(writer)
+    await pods.pod(tracked(), deleted=False)
+    await pods.pod(touched(tracked(), "2"), deleted=False)
+
+    assert kinds(writer) == ["PodSeen", "PodSeen"]
+
+
+async def test_a_deletion_is_taken_even_when_the_pod_is_unchanged() -> None:
+    writer = FakeWriter()
+    pods = intake(writer)
+    await pods.pod(tracked(), deleted=False)
+    writer.known.add(b.POD)
+
+    await pods.pod(tracked(), deleted=True)
+    await pods.pod(tracked(), deleted=False)  # a pod of the same name, seen again afresh
+
+    assert kinds(writer) == ["PodSeen", "PodSeen", "PodGone", "PodSeen"]
+
+
+async def test_a_listing_forgets_the_pods_it_no_longer_shows() -> None:
+    writer = FakeWriter()
+    pods = intake(writer)
+    await pods.pod(tracked(), deleted=False)
+    writer.known.add(b.POD)
+    pods.missing_after_listing(None, [])  # the pod is gone, unseen: its digest goes too
+
+    await pods.pod(touched(tracked(), "2"), deleted=False)
+
+    assert kinds(writer) == ["PodSeen", "PodSeen"]

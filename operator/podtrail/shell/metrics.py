@@ -208,6 +208,11 @@ class Metrics:
             ["stream"],
             registry=self.registry,
         )
+        self.pods_unchanged = Counter(
+            "podtrail_pod_updates_unchanged_total",
+            "Pod updates dropped before the core: nothing it reads changed (e.g. annotations).",
+            registry=self.registry,
+        )
         self.stream_restarts = Counter(
             "podtrail_stream_restarts_total",
             "Watch streams restarted, by stream and cause.",
