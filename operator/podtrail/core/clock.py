@@ -37,14 +37,14 @@ def parse_time(value: object) -> datetime | None:
 
 def format_time(value: datetime) -> str:
     """Format a time as RFC 3339 in UTC, with microseconds only when there are some."""
-    try:
-        value = value.astimezone(UTC)
-    except (OverflowError, ValueError):
-        pass
-    text = value.strftime("%Y-%m-%dT%H:%M:%S")
-    if value.microsecond:
-        text += f".{value.microsecond:06d}"
-    return text + "Z"
+    if value.tzinfo is not UTC:
+        try:
+            value = value.astimezone(UTC)
+        except (OverflowError, ValueError):
+            value = value.replace(tzinfo=UTC)
+    # isoformat (fraction only when there is one, "+00:00" last) is twice as fast as strftime,
+    # and every entry of a record is formatted again on each of its writes.
+    return value.isoformat()[:-6] + "Z"
 
 
 def shift(value: datetime | None, seconds: float | None) -> datetime | None:
