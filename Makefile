@@ -132,3 +132,7 @@ bench: install ## the benchmark, quick: operator vs a raw watch vs kube-state-me
 
 bench-full: install ## the benchmark's full matrix (1,000 and 5,000 pods; 20, 100, 300 transitions/s)
 	bash bench/run.sh --full
+
+.PHONY: bench-huge
+bench-huge: install ## the benchmark at 20,000 pods, 20 transitions/s, twice (tens of minutes)
+	bash bench/run.sh --huge

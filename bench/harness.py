@@ -24,12 +24,13 @@ from typing import Any
 
 import aiohttp
 
-from bench import apimetrics, observe, procs, setup
+from bench import apimetrics, controlplane, deployment, observe, procs, setup
 from bench.kubeapi import Kube, wait_for_apiserver
 from bench.lifecycle import SIM_KEY, Expect
 from bench.load import Player
 
 REPO = Path(__file__).resolve().parent.parent
+IDLE_SECONDS = 10.0  # the sample of the API server's CPU without load, once a repeat
 
 
 @dataclasses.dataclass
@@ -157,6 +158,8 @@ class Bench:
         self.kwok: procs.Consumer | None = None
         self.player: Player | None = None
         self.namespaces: list[str] = []
+        self.deployment = deployment.read()  # the bounds the figures are set against
+        self.idle_cores: dict[str, float | None] = {}  # API server's and etcd's, without load
 
     # --- consumers ------------------------------------------------------------------------------
 
@@ -307,7 +310,7 @@ class Bench:
         tag = f"{size}-{repeat}"
         log(f"{size} pods, repeat {repeat}: removing records, starting the consumers")
         began = time.monotonic()
-        await setup.delete_records(self.kube, self.namespaces)
+        await setup.delete_records(self.kube, self.namespaces, expected=size, log=log)
         watch = observe.RecordWatch(self.kube, self.run_id)
         watch.start()
         await watch.ready.wait()
@@ -318,6 +321,7 @@ class Bench:
         try:
             start = await self.measure_start(size, repeat, events, watch, operator, raw, ksm)
             self.starts.append(start)
+            self.idle_cores = await self._control_plane_idle()
             steady_since = time.monotonic()
             for rate in self.o.rates:
                 result = await self.window(size, rate, repeat, watch, operator, raw, ksm)
@@ -425,8 +429,12 @@ class Bench:
         done: dict[str, tuple[float, float]] = {}
         ksm_quiet = _Quiet()
         deadline = t0 + max(180.0, size * 0.1)
+        # Checking every record costs the harness ~1 ms per 1,000 pods: at most 4 times a second,
+        # less often for more pods (the figure is longer too), so it takes little from the rest.
+        every, polls = _polls_per_check(size), 0
         while len(done) < 3 and time.monotonic() < deadline:
             await asyncio.sleep(0.25)
+            polls += 1
             now = time.monotonic()
             for consumer in (operator, raw, ksm):
                 if not consumer.alive():
@@ -435,7 +443,7 @@ class Bench:
                 synced, _, _ = observe.raw_watch_log(self.raw_log)
                 if synced is not None:
                     done["raw watch"] = (synced - t0, raw.cpu())
-            if "operator" not in done:
+            if "operator" not in done and polls % every == 0:
                 current, live = self.synced(watch)
                 if live and current == live:
                     done["operator"] = (now - t0, operator.cpu())
@@ -480,6 +488,9 @@ class Bench:
             **facts.figures(),
             **_record_writes(watch, mark, self.o.coalesce),
             **_api_figures(after.api, after.latency, played),
+            **apimetrics.record_body_figures(mark.api_bodies, after.api_bodies, played),
+            **_control_plane_figures(after.control_plane_cpu, played),
+            "control_plane_idle_cores": self.idle_cores,
             "operator_metrics": _operator_figures(mark.operator_metrics, after.operator_metrics),
         }
         if size == max(self.o.sizes) and rate == max(self.o.rates):
@@ -487,18 +498,34 @@ class Bench:
         _log_window(result)
         return result
 
+    async def _control_plane_idle(self) -> dict[str, float | None]:
+        """The API server's and etcd's CPU, in cores, with every consumer connected, no load.
+
+        Their background (controllers, node leases, idle watches) is in each window's figure
+        too: at 20 transitions/s it can be a fair share of it.
+        """
+        before = controlplane.read(controlplane.find_pids(self.kube.host))
+        began = time.monotonic()
+        await asyncio.sleep(IDLE_SECONDS)
+        pids = {name: reading.pid for name, reading in before.items()}
+        spent = controlplane.spent(before, controlplane.read(pids))
+        elapsed = time.monotonic() - began
+        return {name: None if cpu is None else cpu / elapsed for name, cpu in spent.items()}
+
     async def _mark(self, consumers: dict[str, procs.Consumer], watch: observe.RecordWatch) -> Mark:
         """Where every counter stands as a window begins."""
         assert self.player is not None
         cpu = {name: c.cpu() for name, c in consumers.items()}
         harness_cpu = procs.cpu_seconds(os.getpid())
         busy = procs.machine_busy()
-        api = await apimetrics.request_counts(self.kube)
-        api_seconds = await apimetrics.request_seconds(self.kube)
+        api_text = await self.kube.text("/metrics")
         operator_metrics = await scrape(f"http://127.0.0.1:{self.operator_port}/metrics")
         expects, arrivals = len(self.player.expects), len(watch.arrivals)
         writes = {key: len(view.writes) for key, view in watch.views.items()}
         bare = {key: view.bare_writes for key, view in watch.views.items()}
+        # Found again each window: the API server may have been restarted in between. Read after
+        # the scrapes, so serving them is not counted in the window.
+        plane = controlplane.read(controlplane.find_pids(self.kube.host))
         return Mark(
             t0=time.monotonic(),
             transitions=self.player.counters.transitions,
@@ -506,13 +533,15 @@ class Bench:
             cpu=cpu,
             harness_cpu=harness_cpu,
             busy=busy,
-            api=api,
-            api_seconds=api_seconds,
+            api=apimetrics.counts_in(api_text),
+            api_seconds=apimetrics.seconds_in(api_text),
             operator_metrics=operator_metrics,
             expects=expects,
             arrivals=arrivals,
             writes=writes,
             bare=bare,
+            api_bodies=apimetrics.body_bytes_in(api_text),
+            control_plane=plane,
         )
 
     def _profile(self, operator: procs.Consumer, tag: str) -> subprocess.Popen[bytes] | None:
@@ -543,12 +572,15 @@ class Bench:
         """What the consumers, the machine and the API server did since `mark`."""
         t1 = time.monotonic()
         cpu = {name: c.cpu() - mark.cpu[name] for name, c in consumers.items()}
+        pids = {name: reading.pid for name, reading in mark.control_plane.items()}
+        plane = controlplane.spent(mark.control_plane, controlplane.read(pids))
         harness_cpu = procs.cpu_seconds(os.getpid()) - mark.harness_cpu
         busy1 = procs.machine_busy()
-        api = apimetrics.delta(mark.api, await apimetrics.request_counts(self.kube))
+        api_text = await self.kube.text("/metrics")
+        api = apimetrics.delta(mark.api, apimetrics.counts_in(api_text))
         latency = apimetrics.mean_latency(
             mark.api_seconds,
-            await apimetrics.request_seconds(self.kube),
+            apimetrics.seconds_in(api_text),
             "PUT podlifecyclerecords/status",
             "POST podlifecyclerecords",
             "PATCH pods/status",
@@ -562,6 +594,8 @@ class Bench:
             api=api,
             latency=latency,
             operator_metrics=await scrape(f"http://127.0.0.1:{self.operator_port}/metrics"),
+            api_bodies=apimetrics.body_bytes_in(api_text),
+            control_plane_cpu=plane,
         )
 
     def _facts(self, mark: Mark, watch: observe.RecordWatch) -> Facts:
@@ -712,7 +746,7 @@ class Bench:
         unmatched = expects
         current = live = 0
         while time.monotonic() < deadline:
-            await asyncio.sleep(0.25)
+            await asyncio.sleep(0.25 * _polls_per_check(size))
             if not new.alive():
                 raise RuntimeError(f"operator exited: see {new.log_path}")
             for e in unmatched:
@@ -755,6 +789,7 @@ class Bench:
             "catchups": self.catchups,
             "lag_series": self.lag_series,
             "worst_case_record": self.worst,
+            "deployment": self.deployment,
             "logs": str(self.logs),
         }
 
@@ -792,6 +827,8 @@ class Mark:
     arrivals: int  # the record watch's arrivals so far
     writes: dict[tuple[str, str], int]  # writes seen of each record so far
     bare: dict[tuple[str, str], int]  # of those, writes that added no timeline content
+    api_bodies: Counter[str] = dataclasses.field(default_factory=Counter)  # request body bytes
+    control_plane: dict[str, controlplane.Reading] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -805,6 +842,8 @@ class Since:
     api: dict[str, int]
     latency: dict[str, float | None]
     operator_metrics: str
+    api_bodies: Counter[str] = dataclasses.field(default_factory=Counter)  # so far, not a delta
+    control_plane_cpu: dict[str, float | None] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -884,6 +923,17 @@ def _api_figures(
     }
 
 
+def _control_plane_figures(cpu: dict[str, float | None], played: int) -> dict[str, Any]:
+    """The API server's and etcd's CPU in the window: serving every client, not one consumer."""
+    return {
+        "control_plane_cpu_seconds": cpu,
+        "control_plane_cpu_per_1000": {
+            name: None if seconds is None else 1000 * seconds / max(1, played)
+            for name, seconds in cpu.items()
+        },
+    }
+
+
 def _operator_figures(before: str, after: str) -> dict[str, Any]:
     """What the operator's own metrics counted between two scrapes."""
 
@@ -907,7 +957,11 @@ def _log_window(result: dict[str, Any]) -> None:
         f"CPU/1000: "
         + ", ".join(f"{n} {v:.2f} s" for n, v in result["cpu_per_1000"].items())
         + f", missing facts {result['facts_missing']}/{result['facts_expected']}, "
-        f"machine busy {result['machine_busy']:.0%}"
+        f"machine busy {result['machine_busy']:.0%}, API server / etcd CPU/1000: "
+        + " / ".join(
+            "-" if v is None else f"{v:.2f} s"
+            for v in result["control_plane_cpu_per_1000"].values()
+        )
     )
 
 
@@ -920,6 +974,11 @@ def _log_catch_up(result: dict[str, Any]) -> None:
         f"{result['duplicate_keys']}, "
         f"record size p50 {result['record_size_kib']['p50'] or 0:.1f} KiB"
     )
+
+
+def _polls_per_check(size: int) -> int:
+    """How many 0.25 s polls between two checks of every record: 1 up to 5,000 pods."""
+    return max(1, size // 5000)
 
 
 def _count(values: Any) -> dict[str, int]:

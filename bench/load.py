@@ -128,13 +128,14 @@ class Player:
         gate = asyncio.Semaphore(concurrency)
         done = 0
         started = time.monotonic()
+        every = max(500, len(pods) // 20)  # progress lines: about 20 at most
 
         async def one(pod: lc.SimPod) -> None:
             nonlocal done
             async with gate:
                 await self._create_running(pod, events_per_pod)
                 done += 1
-                if done % 500 == 0:
+                if done % every == 0:
                     self.log(
                         f"  {done}/{len(pods)} pods running ({time.monotonic() - started:.0f} s)"
                     )

@@ -25,9 +25,17 @@ def free_port() -> int:
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU of a process so far (its threads included), from /proc/<pid>/stat."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return cpu_and_start(pid)[0]
+
+
+def cpu_and_start(pid: int, proc: Path = Path("/proc")) -> tuple[float, int]:
+    """(CPU seconds so far, start time in clock ticks after boot) from <proc>/<pid>/stat.
+
+    The start time tells a process from a later one that was given the same pid.
+    """
+    with open(proc / str(pid) / "stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()  # the name, in parentheses, may hold spaces
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS, int(fields[19])
 
 
 def memory_mib(pid: int) -> tuple[float, float]:

@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from bench import deployment
+
 CONSUMERS = ("operator", "raw watch", "kube-state-metrics")
 Values = list[float]
 
@@ -113,8 +115,13 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
     for (size, rate), items in sorted(_group(results["windows"], "size", "rate").items()):
         _load_rows(table, f"{size} pods, {rate:g}/s", items)
         _write_rows(table, f"{size} pods, {rate:g}/s", items)
+        _api_server_rows(table, f"{size} pods, {rate:g}/s", items)
+    # Saved before the bounds were kept with the results: the manifest as it is now.
+    bounds = results.get("deployment") or deployment.read()
     for (size,), items in sorted(_group(results["starts"], "size").items()):
         _start_rows(table, f"{size} pods", items)
+        if bounds:
+            _bounds_rows(table, f"{size} pods", items, bounds)
     for (size,), items in sorted(_group(results["catchups"], "size").items()):
         _catchup_rows(table, f"{size} pods", items)
     worst = results.get("worst_case_record")
@@ -198,6 +205,43 @@ def _write_rows(table: _Table, where: str, items: list[dict[str, Any]]) -> None:
     table.note(where, "API requests on records (1st run)", verbs)
 
 
+def _api_server_rows(table: _Table, where: str, items: list[dict[str, Any]]) -> None:
+    """What the window cost the API server and etcd, and the record bytes they were sent."""
+    for name in ("kube-apiserver", "etcd"):
+        table.note(
+            where,
+            f"{name} CPU s per 1,000 transitions (serving all its clients)",
+            spread(_dig(i, "control_plane_cpu_per_1000", name) for i in items),
+        )
+    idle = [
+        spread(
+            [_percent_of_core(_dig(i, "control_plane_idle_cores", name)) for i in items], "{:.1f}"
+        )
+        for name in ("kube-apiserver", "etcd")
+    ]
+    table.note(
+        where,
+        "kube-apiserver / etcd CPU without load, % of a core (in the figures above too)",
+        " / ".join(idle),
+    )
+    table.add(
+        where,
+        "record status bytes sent per transition (API server's request body sizes)",
+        items,
+        lambda i, c: i.get("record_status_bytes_per_transition"),
+        "{:.0f}",
+        ("operator",),
+    )
+    table.add(
+        where,
+        "record status PUT, mean body, KiB",
+        items,
+        lambda i, c: _kib(i.get("record_status_put_mean_bytes")),
+        "{:.1f}",
+        ("operator",),
+    )
+
+
 def _start_rows(table: _Table, where: str, items: list[dict[str, Any]]) -> None:
     """The consumers' start and memory at one size."""
     events = items[0].get("events_present")
@@ -211,6 +255,44 @@ def _start_rows(table: _Table, where: str, items: list[dict[str, Any]]) -> None:
     table.add(where, "start CPU, ms per pod", items, _each("start", "cpu_ms_per_pod"))
     for figure, kind in (("RSS steady, MiB", "steady_rss_mib"), ("RSS peak, MiB", "peak_rss_mib")):
         table.add(where, figure, items, _each("memory", kind), "{:.0f}")
+
+
+def _bounds_rows(
+    table: _Table, where: str, items: list[dict[str, Any]], bounds: dict[str, Any]
+) -> None:
+    """The operator's start and memory against the shipped Deployment's probe and limit."""
+    probe = bounds.get("startup_probe") or {}
+    budget = probe.get("budget_seconds")
+    start = [_dig(i, "start", "operator", "seconds") for i in items]
+    # An upper bound: /healthz answers once Kopf's start-up handler has returned, with leader
+    # election (the default) once the election runs, without it once the records are loaded;
+    # the pods are held later.
+    table.note(
+        where,
+        "start to all pods held vs the Deployment's startup probe budget "
+        f"({probe.get('periodSeconds', '-')} s × {probe.get('failureThreshold', '-')}; "
+        "an upper bound)",
+        f"{spread(start, '{:.1f}')} s of {_bound(budget, 's')} ({_percent(start, budget)})",
+    )
+    limit = bounds.get("memory_limit_mib")
+    steady = [_dig(i, "memory", "operator", "steady_rss_mib") for i in items]
+    peak = [_dig(i, "memory", "operator", "peak_rss_mib") for i in items]
+    table.note(
+        where,
+        "RSS steady / peak vs the Deployment's memory limit",
+        f"{spread(steady, '{:.0f}')} / {spread(peak, '{:.0f}')} MiB of {_bound(limit, 'MiB')} "
+        f"({_percent(steady, limit)} / {_percent(peak, limit)})",
+    )
+
+
+def _bound(value: float | None, unit: str) -> str:
+    return "-" if value is None else f"{value:g} {unit}"
+
+
+def _percent(values: list[float | None], bound: float | None) -> str:
+    """The median of the repeats as a share of `bound`."""
+    present = [v for v in values if v is not None]
+    return f"{100 * statistics.median(present) / bound:.0f} %" if present and bound else "-"
 
 
 def _catchup_rows(table: _Table, where: str, items: list[dict[str, Any]]) -> None:
@@ -252,6 +334,14 @@ def _lag_ms(value: float | None) -> float | None:
 
 def _ms(value: float | None) -> float | None:
     return None if value is None else 1000 * value
+
+
+def _percent_of_core(cores: float | None) -> float | None:
+    return None if cores is None else 100 * cores
+
+
+def _kib(value: float | None) -> float | None:
+    return None if value is None else value / 1024
 
 
 def _merge_requests(counts: Iterable[dict[str, int]]) -> str:
@@ -356,6 +446,7 @@ def merge(paths: list[Path], sizes: set[int] | None = None) -> dict[str, Any]:
         merged.setdefault("run_id", data["run_id"])
         merged.setdefault("options", data["options"])
         merged.setdefault("machine", data.get("machine"))
+        merged.setdefault("deployment", data.get("deployment"))
         if data.get("worst_case_record"):
             merged["worst_case_record"] = data["worst_case_record"]
     biggest = sorted(merged["lag_series"], key=lambda t: int(t.split()[0]), reverse=True)[:1]

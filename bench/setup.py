@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from bench.kubeapi import ApiError, Kube
 from bench.lifecycle import SIM_KEY
 
@@ -117,27 +119,52 @@ async def create_namespaces(kube: Kube, run_id: str, count: int) -> list[str]:
     return names
 
 
-async def delete_records(kube: Kube, namespaces: list[str]) -> None:
-    """Remove every record in the benchmark's namespaces (a fresh start for the operator)."""
-    for namespace in namespaces:
-        await kube.request(
-            "DELETE",
-            f"/apis/podtrail.io/v1alpha1/namespaces/{namespace}/podlifecyclerecords",
-            ok=(404,),
-            timeout=300,
-        )
-    for _ in range(600):
-        left = 0
-        for namespace in namespaces:
-            page = await kube.request(
-                "GET",
-                f"/apis/podtrail.io/v1alpha1/namespaces/{namespace}/podlifecyclerecords",
-                params={"limit": "1"},
-            )
-            left += len(page.get("items") or [])
+# Pods (and so records) per namespace at most: a namespace's pods are deleted in one request,
+# which the API server cuts off at its request timeout (60 s by default).
+PODS_PER_NAMESPACE = 1250
+PODS_PER_NODE = 1000  # half the simulated nodes' capacity (kwok-stages.yaml: 2,000 pods)
+
+
+def namespaces_for(pods: int) -> int:
+    """How many namespaces the pods are spread over: 4, more beyond 5,000 pods."""
+    return max(4, -(-pods // PODS_PER_NAMESPACE))
+
+
+def nodes_for(pods: int) -> int:
+    """How many simulated nodes carry the pods: 10, more beyond 10,000 pods."""
+    return max(10, -(-pods // PODS_PER_NODE))
+
+
+def _records_path(namespace: str) -> str:
+    return f"/apis/podtrail.io/v1alpha1/namespaces/{namespace}/podlifecyclerecords"
+
+
+async def delete_records(
+    kube: Kube, namespaces: list[str], *, expected: int = 0, log: Callable[[str], None] = print
+) -> None:
+    """Remove every record in the benchmark's namespaces (a fresh start for the operator).
+
+    A collection delete cut off by the API server's request timeout is asked again, until none
+    is left or a deadline that grows with the `expected` number of records.
+    """
+    deadline = time.monotonic() + max(300.0, expected * 0.05)
+    while True:
+        left = [ns for ns in namespaces if await _has_records(kube, ns)]
         if not left:
             return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"records still in {', '.join(left)}: the start would not be fresh")
+        for namespace in left:
+            try:
+                await kube.request("DELETE", _records_path(namespace), ok=(404,), timeout=300)
+            except (ApiError, TimeoutError, aiohttp.ClientError) as error:
+                log(f"deleting the records of {namespace}: {error}; asking again")
         await asyncio.sleep(0.5)
+
+
+async def _has_records(kube: Kube, namespace: str) -> bool:
+    page = await kube.request("GET", _records_path(namespace), params={"limit": "1"})
+    return bool(page.get("items"))
 
 
 LEASES = "/apis/coordination.k8s.io/v1/namespaces/default/leases"
@@ -221,17 +248,7 @@ async def teardown(kube: Kube, run_id: str | None, *, log: Callable[[str], None]
     namespaces = await kube.request("GET", "/api/v1/namespaces", params={"labelSelector": selector})
     names = [n["metadata"]["name"] for n in namespaces.get("items") or [] if ours(n)]
     for name in names:
-        try:
-            # Nothing plays a kubelet for these pods any more: remove them at once.
-            await kube.request(
-                "DELETE",
-                f"/api/v1/namespaces/{name}/pods",
-                body={"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0},
-                timeout=300,
-            )
-            await kube.request("DELETE", f"/api/v1/namespaces/{name}", ok=(404, 409))
-        except ApiError as error:
-            log(f"could not delete namespace {name}: {error}")
+        await _delete_namespace(kube, name, log=log)
     nodes = await kube.request("GET", "/api/v1/nodes", params={"labelSelector": selector})
     nodes["items"] = [n for n in nodes.get("items") or [] if ours(n)]
     for node in nodes["items"]:
@@ -244,3 +261,51 @@ async def teardown(kube: Kube, run_id: str | None, *, log: Callable[[str], None]
         )
     if names or nodes.get("items"):
         log(f"removed {len(names)} namespaces and {len(nodes.get('items') or [])} simulated nodes")
+    await _until_namespaces_gone(kube, names, log=log)
+
+
+async def _delete_namespace(kube: Kube, name: str, *, log: Callable[[str], None]) -> None:
+    """Its pods at once (nothing plays their kubelet any more), then the namespace."""
+    try:
+        await kube.request(
+            "DELETE",
+            f"/api/v1/namespaces/{name}/pods",
+            body={"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0},
+            timeout=300,
+        )
+    except (ApiError, TimeoutError, aiohttp.ClientError) as error:
+        # Cut off by the API server's request timeout, say: the namespace's removal ends it.
+        log(f"deleting the pods of namespace {name}: {error}")
+    try:
+        await kube.request("DELETE", f"/api/v1/namespaces/{name}", ok=(404, 409))
+    except (ApiError, TimeoutError, aiohttp.ClientError) as error:
+        log(f"could not delete namespace {name}: {error}")
+
+
+NAMESPACES_GONE_SECONDS = 900.0
+
+
+async def _until_namespaces_gone(
+    kube: Kube, names: list[str], *, log: Callable[[str], None]
+) -> None:
+    """Wait (bounded) until the namespaces are gone.
+
+    Emptying them (tens of thousands of objects after a large run) should not go on under the
+    next run's measurements. At the deadline it logs those left and returns.
+    """
+    began = time.monotonic()
+    left = list(names)
+    while left:
+        found = [name for name in left if await _exists(kube, f"/api/v1/namespaces/{name}")]
+        if not found:
+            log(f"{len(names)} namespaces gone ({time.monotonic() - began:.0f} s)")
+            return
+        if time.monotonic() - began > NAMESPACES_GONE_SECONDS:
+            log(f"namespaces still being removed after {NAMESPACES_GONE_SECONDS:.0f} s: {found}")
+            return
+        left = found
+        await asyncio.sleep(2.0)
+
+
+async def _exists(kube: Kube, path: str) -> bool:
+    return bool(await kube.request("GET", path, ok=(404,)))

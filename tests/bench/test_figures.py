@@ -114,3 +114,48 @@ def test_quiet_counts_idle_samples_once_the_process_has_worked() -> None:
         0,
         1,
     ]
+
+
+BODY = "apiserver_request_body_size_bytes"
+PLR = 'group="podtrail.io",resource="podlifecyclerecords"'
+BODIES = f"""\
+{BODY}_sum{{{PLR},verb="create"}} 1700
+{BODY}_count{{{PLR},verb="create"}} 5
+{BODY}_sum{{{PLR},verb="update"}} 7.5e+04
+{BODY}_count{{{PLR},verb="update"}} 15
+{BODY}_sum{{group="",resource="pods",verb="patch"}} 9e+05
+{BODY}_bucket{{group="",resource="pods",verb="patch",le="50000"}} 12
+"""
+
+
+def test_record_bytes_sent_from_the_api_servers_body_sizes() -> None:
+    before = apimetrics.body_bytes_in(
+        'apiserver_request_body_size_bytes_sum{resource="podlifecyclerecords",verb="update"} 5000\n'
+        'apiserver_request_body_size_bytes_count{resource="podlifecyclerecords",verb="update"} 5\n'
+    )
+    after = apimetrics.body_bytes_in(BODIES)
+    assert after["patch pods sum"] == 9e5
+    figures = apimetrics.record_body_figures(before, after, played=40)
+    assert figures == {
+        "record_body_bytes": {
+            "create": {"bytes": 1700.0, "requests": 5.0},
+            "update": {"bytes": 70000.0, "requests": 10.0},
+            "patch": {"bytes": 0.0, "requests": 0.0},
+        },
+        "record_status_bytes_per_transition": 1750.0,  # the status PUTs' 70,000 bytes / 40
+        "record_status_put_mean_bytes": 7000.0,
+    }
+
+
+def test_no_body_size_metric_no_bytes() -> None:
+    figures = apimetrics.record_body_figures(Counter(), Counter(), played=40)
+    assert figures == {
+        "record_body_bytes": None,
+        "record_status_bytes_per_transition": None,
+        "record_status_put_mean_bytes": None,
+    }
+
+
+def test_api_server_and_etcd_cpu_per_transition() -> None:
+    figures = harness._control_plane_figures({"kube-apiserver": 2.5, "etcd": None}, played=500)
+    assert figures["control_plane_cpu_per_1000"] == {"kube-apiserver": 5.0, "etcd": None}

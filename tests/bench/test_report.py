@@ -36,6 +36,14 @@ def window(repeat: int, scale: float) -> dict[str, Any]:
             "POST podlifecyclerecords": 20 + repeat,
             "PUT podlifecyclerecords/status": 90,
         },
+        # etcd not found in the second run (restarted, say): its figure is the first run's
+        "control_plane_cpu_per_1000": {
+            "kube-apiserver": 3.0 * scale,
+            "etcd": 0.5 if repeat == 1 else None,
+        },
+        "control_plane_idle_cores": {"kube-apiserver": 0.04 * scale, "etcd": 0.01},
+        "record_status_bytes_per_transition": 2400.0 * scale,
+        "record_status_put_mean_bytes": 5120.0,
     }
 
 
@@ -69,6 +77,10 @@ RESULTS: dict[str, Any] = {
         }
         for repeat in (1, 2)
     ],
+    "deployment": {
+        "startup_probe": {"periodSeconds": 2, "failureThreshold": 60, "budget_seconds": 120},
+        "memory_limit_mib": 512.0,
+    },
     "worst_case_record": {
         "probe_failures": 3000,
         "restarts": 60,
@@ -95,6 +107,12 @@ def operator_only(where: str, figure: str, text: str) -> list[str]:
 LATENCY = "API server mean latency, ms: record status PUT / pod status PATCH"
 WRITE_LAG = "operator's own write lag (podtrail_write_lag_seconds) p50 / p99 bucket, s"
 WORST = "record of a pod with 3000 probe failures and 60 restarts, KiB"
+APISERVER_CPU = "kube-apiserver CPU s per 1,000 transitions (serving all its clients)"
+ETCD_CPU = "etcd CPU s per 1,000 transitions (serving all its clients)"
+IDLE = "kube-apiserver / etcd CPU without load, % of a core (in the figures above too)"
+BYTES = "record status bytes sent per transition (API server's request body sizes)"
+PROBE = "start to all pods held vs the Deployment's startup probe budget (2 s × 60; an upper bound)"
+MEMORY = "100 / 112 (111-112) MiB of 512 MiB (20 % / 22 %)"
 EXPECTED = [
     note(W, "load achieved, transitions/s (2 runs)", "11 (10-12); machine busy 55 (50-60) %"),
     [W, "lag p50, ms", "550 (500-600)", "10", "-", "55.0×", "-"],
@@ -109,11 +127,18 @@ EXPECTED = [
     note(W, LATENCY, "100 / -"),
     note(W, WRITE_LAG, "1 / 5"),
     note(W, "API requests on records (1st run)", "POST plr 21, PUT plr/status 90"),
+    note(W, APISERVER_CPU, "3.30 (3.00-3.60)"),
+    note(W, ETCD_CPU, "0.50"),
+    note(W, IDLE, "4.4 (4.0-4.8) / 1.0"),
+    operator_only(W, BYTES, "2640 (2400-2880)"),
+    operator_only(W, "record status PUT, mean body, KiB", "5.0"),
     [P, "start to all pods held, s (45 Events present)", "4.5 (3.0-6.0)", "1.5 (1.0-2.0)"]
     + ["0.8 (0.5-1.0)", "3.0×", "6.0×"],
     [P, "start CPU, ms per pod", "4.00", "4.00", "4.00", "1.0×", "1.0×"],
     [P, "RSS steady, MiB", "100", "100", "100", "1.0×", "1.0×"],
     [P, "RSS peak, MiB", "112 (111-112)", "112 (111-112)", "112 (111-112)", "1.0×", "1.0×"],
+    note(P, PROBE, "4.5 (3.0-6.0) s of 120 s (4 %)"),
+    note(P, "RSS steady / peak vs the Deployment's memory limit", MEMORY),
     operator_only(P, "restart catch-up, s (30 changes while down)", "4.0"),
     operator_only(P, "restart catch-up CPU, ms per pod", "5.00"),
     note(P, "duplicate timeline keys / same fact twice", "0 / 0"),
@@ -140,3 +165,20 @@ def test_spread_and_ratio() -> None:
     assert report.ratio([4.0], [2.0]) == "2.0×"
     assert report.ratio([4.0], [0.0]) == "-"
     assert report.ratio([4.0], [None]) == "-"
+
+
+def test_without_the_api_servers_process_or_the_deployments_bounds() -> None:
+    # A cluster whose API server is not a process of this machine (kind): '-', the run goes on.
+    windows = [
+        {**w, "control_plane_cpu_per_1000": {}, "control_plane_idle_cores": {}}
+        for w in RESULTS["windows"]
+    ]
+    bounds: dict[str, Any] = {"startup_probe": None, "memory_limit_mib": None}
+    table = report.rows({**RESULTS, "windows": windows, "deployment": bounds})
+    found = {row[1]: row[2] for row in table}
+    assert found[APISERVER_CPU] == found[ETCD_CPU] == "-"
+    assert found[IDLE] == "- / -"
+    assert found[PROBE.replace("2 s × 60", "- s × -")] == "4.5 (3.0-6.0) s of - (-)"
+    assert found["RSS steady / peak vs the Deployment's memory limit"] == (
+        "100 / 112 (111-112) MiB of - (- / -)"
+    )
