@@ -53,7 +53,7 @@ def _kopf_pod_stream() -> None:
 
     import kopf
 
-    from podtrail.shell import handlers, kube
+    from podtrail.shell import handlers, kube, rawcall
 
     async def no_pod_watch(*_: Any, **__: Any) -> None:
         await asyncio.Event().wait()  # stands in for the stream, so the task list stays the same
@@ -75,12 +75,11 @@ def _kopf_pod_stream() -> None:
 
     async def pod_uids(api: kube.Kube, namespace: str | None) -> list[str]:
         """The uid of every pod that exists now, read as metadata only."""
-        core_api = api._core  # a benchmark patch may reach into the client
-        if namespace is None:
-            call = kube._partial(core_api.list_pod_for_all_namespaces)
-        else:
-            call = kube._partial(core_api.list_namespaced_pod, namespace)
-        items = await kube._list_pages(call, metadata_only=True, policy=api._policy)
+        where = ("namespaces", namespace) if namespace is not None else ()
+        path = rawcall.path_of("api", "v1", *where, "pods")
+        # A benchmark patch may reach into the client.
+        call = api._rawcall.lister(path, metadata_only=True)
+        items = await kube._list_pages(call, policy=api._policy)
         return [str((item.get("metadata") or {}).get("uid", "")) for item in items]
 
     operator_catch_up = handlers._catch_up
