@@ -428,7 +428,7 @@ def test_the_comparison_sees_drift(chart: list[Obj], base: list[Obj], drift: str
         "grace period": lambda: pod.update(terminationGracePeriodSeconds=30),
         "probe": lambda: operator["livenessProbe"].update(periodSeconds=5),
         "env": lambda: operator["env"].append({"name": "PODTRAIL_SWEEP_SECONDS", "value": "5"}),
-        "resources": lambda: operator["resources"]["limits"].update(memory="1Gi"),
+        "resources": lambda: operator["resources"]["limits"].update(memory="2Gi"),
         "strategy": lambda: deployment["strategy"]["rollingUpdate"].update(maxUnavailable=1),
         "volume": lambda: pod["volumes"][0]["emptyDir"].update(sizeLimit="1Gi"),
         "lease rule": lambda: only(drifted, "Role")["rules"][1]["verbs"].append("delete"),
