@@ -489,7 +489,9 @@ def test_eviction_through_the_eviction_api(outcome: Any) -> None:
     assert (exited["exitCode"], exited["signal"]) == (0, "TERM")
     # TERM at the kubelet's start, the trap's exit within 0.2 s: whole seconds, a busy node.
     assert 0 <= seconds(exited["time"], termination["killingAt"]) <= 2
-    assert parse_time(exited["time"]) < parse_time(termination["deadline"])
+    # Before the deadline, or in its second: both times are whole seconds, and a busy kubelet
+    # may send the TERM seconds late (ExitedOnTerm, not KilledAfterGrace, is the verdict).
+    assert parse_time(exited["time"]) <= parse_time(termination["deadline"])
     assert status["summary"]["phase"] == "Succeeded (last)"
 
 
